@@ -1,0 +1,150 @@
+"""The ``ragloom`` command line.
+
+Errors a user can cause (:class:`RagloomError`) print as one paragraph on stderr with exit status
+1, never a traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import importlib.resources
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import RagloomError
+from .plugin_manager import get_registry
+from .spec import ComponentSpec, Spec, load_spec, parse_assignment
+
+EXAMPLE_SPEC = "rag_token.toml"
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("ragloom")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _overrides(assignments: Sequence[str]) -> dict[str, Any]:
+    return dict(parse_assignment(text) for text in assignments)
+
+
+def _component_lines(spec: Spec) -> list[str]:
+    rows: list[tuple[str, str]] = []
+
+    def visit(path: str, component: ComponentSpec) -> None:
+        rows.append((f"[{path}]", component.type))
+        for key, child in component.children.items():
+            visit(f"{path}.{key}", child)
+
+    for table, component in spec.components.items():
+        visit(table, component)
+    width = max((len(table) for table, _ in rows), default=0)
+    return [f"  {table:<{width}}  {name}" for table, name in rows]
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    """List every registered component with the distribution that registered it."""
+    entries = get_registry().entries()
+    if args.json:
+        rows = [
+            {
+                "kind": e.kind,
+                "name": e.name,
+                "distribution": e.owner.distribution,
+                "version": e.owner.version,
+                "plugin": e.owner.plugin,
+                "description": e.description,
+                "missing": e.missing_modules(),
+            }
+            for e in entries
+        ]
+        print(json.dumps(rows, indent=2))
+        return 0
+    header = ("KIND", "NAME", "DISTRIBUTION", "VERSION", "DESCRIPTION")
+    table = [
+        (
+            e.kind,
+            e.name,
+            e.owner.distribution,
+            e.owner.version,
+            e.description + (f"  [needs: {e.install}]" if e.missing_modules() else ""),
+        )
+        for e in entries
+    ]
+    widths = [max(len(row[i]) for row in [header, *table]) for i in range(4)]
+    for row in [header, *table]:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4])
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Validate a spec: schema, registry resolution, every component's parameters."""
+    spec = load_spec(Path(args.spec), _overrides(args.set))
+    print(f"{args.spec}: valid (schema 1, n_docs {spec.pipeline.n_docs})")
+    for line in _component_lines(spec):
+        print(line)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Show what is registered and validate the bundled example spec."""
+    print(f"ragloom {_version()}: registered components\n")
+    cmd_plugins(argparse.Namespace(json=False))
+    example = importlib.resources.files("ragloom").joinpath("examples", EXAMPLE_SPEC)
+    with importlib.resources.as_file(example) as path:
+        print(f"\nThe bundled example spec ({EXAMPLE_SPEC}):")
+        spec = load_spec(path)
+        print(f"  valid; n_docs {spec.pipeline.n_docs}")
+        for line in _component_lines(spec):
+            print(line)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ragloom",
+        description="Retrieval-Augmented Generation you can take apart.",
+    )
+    parser.add_argument("--version", action="version", version=f"ragloom {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    plugins = commands.add_parser("plugins", help="list registered components and their owners")
+    plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    plugins.set_defaults(handler=cmd_plugins)
+
+    validate = commands.add_parser("validate", help="check a spec without loading anything heavy")
+    validate.add_argument("spec", help="path to a TOML spec")
+    validate.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a key, e.g. --set retriever.index.type=hnsw (repeatable)",
+    )
+    validate.set_defaults(handler=cmd_validate)
+
+    demo = commands.add_parser("demo", help="the main job on the embedded default knowledge base")
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        status: int = args.handler(args)
+    except RagloomError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""The pipeline: a validated spec whose components are built on first use.
+
+``Pipeline.from_spec`` validates the whole spec (types resolved in the registry, every component's
+parameters checked) but loads nothing heavy; each component is built the first time a method needs
+it. A method whose component the spec does not declare raises :class:`MissingComponentError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from .context import BuildContext, Declared
+from .errors import MissingComponentError, SpecError
+from .protocols import Answer, Encoder, Generator, Marginalizer, Retrieved, Retriever
+from .registry import Registry
+from .spec import ComponentSpec, GenerationSettings, Spec, load_spec
+from .spec.problems import describe
+
+if TYPE_CHECKING:
+    import torch
+
+
+class Pipeline:
+    """Encoder → retriever → generator → marginalizer, as declared in a spec."""
+
+    def __init__(self, spec: Spec, registry: Registry) -> None:
+        self.spec = spec
+        self.registry = registry
+        self.context = BuildContext(base_dir=spec.base_dir, pipeline=spec.pipeline)
+        self._built: dict[str, Any] = {}
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: str | Path | Mapping[str, Any] | Spec,
+        overrides: Mapping[str, Any] | None = None,
+        registry: Registry | None = None,
+    ) -> Pipeline:
+        """Validate ``spec`` (a TOML path, a mapping, or a :class:`Spec`) with ``overrides``.
+
+        ``overrides`` maps dotted key paths to values: ``{"retriever.index.type": "hnsw"}``.
+        Raises :class:`SpecError` listing every problem found.
+        """
+        if registry is None:
+            from .plugin_manager import get_registry
+
+            registry = get_registry()
+        if isinstance(spec, Spec):
+            if overrides:
+                spec = load_spec(spec.to_dict(), overrides, registry)
+        else:
+            spec = load_spec(spec, overrides, registry)
+        return cls(spec, registry)
+
+    def to_spec(self) -> str:
+        """The pipeline's spec as TOML, every default explicit; ``from_spec`` reads it back."""
+        return self.spec.to_toml()
+
+    # --- components -------------------------------------------------------------------------
+
+    def component(self, table: str, needed_by: str = "this call") -> Any:
+        """The component declared in ``[table]``, built on first use."""
+        if table not in self._built:
+            declared = self.spec.components.get(table)
+            if declared is None:
+                kinds = ", ".join(self.registry.names(table)) or "none registered"
+                raise MissingComponentError(
+                    f"{needed_by} needs a {table}, but the spec {self.spec.source} has no "
+                    f'[{table}] table. Add one with type = "..." ({table} types: {kinds}).'
+                )
+            self._built[table] = self._build(declared)
+        return self._built[table]
+
+    def _build(self, declared: ComponentSpec) -> Any:
+        children = {
+            key: Declared(child.type, self.registry.load(child.kind, child.type), child.params)
+            for key, child in declared.children.items()
+        }
+        factory = self.registry.load(declared.kind, declared.type)
+        return factory.from_spec(declared.params, self.context, **children)
+
+    @property
+    def encoder(self) -> Encoder:
+        """The question encoder of ``[encoder]``."""
+        encoder: Encoder = self.component("encoder", "retrieval")
+        return encoder
+
+    @property
+    def retriever(self) -> Retriever:
+        """The retriever of ``[retriever]``."""
+        retriever: Retriever = self.component("retriever", "retrieval")
+        return retriever
+
+    @property
+    def generator(self) -> Generator:
+        """The generator of ``[generator]``."""
+        generator: Generator = self.component("generator", "generation")
+        return generator
+
+    @property
+    def marginalizer(self) -> Marginalizer:
+        """The marginalizer of ``[marginalizer]``."""
+        marginalizer: Marginalizer = self.component("marginalizer", "generation")
+        return marginalizer
+
+    # --- the public methods -----------------------------------------------------------------
+
+    def retrieve(self, questions: Sequence[str], k: int | None = None) -> Retrieved:
+        """The ``k`` (default ``[pipeline] n_docs``) best passages for each question."""
+        _, retrieved = self._retrieve(questions, k)
+        return retrieved
+
+    def generate(self, questions: Sequence[str], **generation: Any) -> list[Answer]:
+        """One answer per question; ``generation`` overrides keys of ``[generation]``.
+
+        Retrieves ``n_docs`` passages per question, starts the generator on every
+        (passage, question) context once, and lets the marginalizer decode over all questions
+        together.
+        """
+        import torch
+
+        settings = self._generation_settings(generation)
+        generator, marginalizer = self.generator, self.marginalizer
+        with torch.inference_mode():
+            queries, retrieved = self._retrieve(questions, None)
+            doc_logprior = self._doc_logprior(queries, retrieved)
+            state = generator.start(questions, retrieved.passages)
+            decoded = marginalizer.decode(generator, state, doc_logprior, settings)
+        answers = []
+        for sequence, score, passages in zip(
+            decoded.sequences, decoded.scores.tolist(), retrieved.passages, strict=True
+        ):
+            tokens = [t for t in sequence if t not in generator.special_token_ids]
+            answers.append(Answer(generator.decode(tokens), float(score), tokens, passages))
+        return answers
+
+    def loss(
+        self,
+        questions: Sequence[str],
+        targets: Sequence[str],
+        reduce: bool = True,
+        label_smoothing: float = 0.0,
+    ) -> torch.Tensor:
+        """Negative marginal log-likelihood of ``targets`` given ``questions``; differentiable.
+
+        Gradients reach the question encoder through the doc scores and the generator through
+        its token log-probabilities. Returns a scalar when ``reduce`` (summed over the batch), else
+        one value per question.
+        """
+        if len(questions) != len(targets):
+            raise ValueError(
+                f"loss needs one target per question: got {len(questions)} questions and "
+                f"{len(targets)} targets."
+            )
+        generator, marginalizer = self.generator, self.marginalizer
+        queries, retrieved = self._retrieve(questions, None)
+        doc_logprior = self._doc_logprior(queries, retrieved)
+        target_ids = generator.encode_targets(targets)
+        logprobs = generator.score(questions, retrieved.passages, target_ids)
+        batch, k = doc_logprior.shape
+        logprobs = logprobs.view(batch, k, *logprobs.shape[1:])
+        return marginalizer.loss(
+            logprobs,
+            doc_logprior,
+            target_ids,
+            generator.pad_token_id,
+            reduce=reduce,
+            label_smoothing=label_smoothing,
+        )
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _retrieve(
+        self, questions: Sequence[str], k: int | None
+    ) -> tuple[torch.Tensor, Retrieved]:
+        if isinstance(questions, str):
+            raise TypeError("questions must be a list of strings, not one string")
+        encoder, retriever = self.encoder, self.retriever
+        queries = encoder.encode_queries(questions)
+        return queries, retriever.retrieve(queries.detach(), k or self.spec.pipeline.n_docs)
+
+    @staticmethod
+    def _doc_logprior(queries: torch.Tensor, retrieved: Retrieved) -> torch.Tensor:
+        """``log_softmax`` over documents of ``q · doc_vector``; ``-inf`` for missing documents."""
+        import torch
+
+        vectors = retrieved.doc_vectors.to(device=queries.device, dtype=queries.dtype)
+        scores = torch.bmm(queries.unsqueeze(1), vectors.transpose(1, 2)).squeeze(1)
+        missing = retrieved.ids.to(queries.device) < 0
+        return torch.log_softmax(scores.masked_fill(missing, float("-inf")), dim=1)
+
+    def _generation_settings(self, generation: Mapping[str, Any]) -> GenerationSettings:
+        merged = {**self.spec.generation.model_dump(), **generation}
+        try:
+            return GenerationSettings.model_validate(merged)
+        except ValidationError as error:
+            raise SpecError(
+                "generate()", describe(error, ("generation",), GenerationSettings)
+            ) from None

@@ -1,0 +1,205 @@
+"""Reading a spec: TOML → overrides → validation → component types resolved in the registry.
+
+Every problem found is collected and reported at once, each with its key path; the error names the
+file. Component parameters are validated against the component's own ``Params`` model, so a
+plugin's keys are checked like the built-ins'.
+"""
+
+from __future__ import annotations
+
+import logging
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from ..errors import MissingExtraError, SpecError, UnknownComponentError
+from ..registry import Registry
+from ..suggest import listing, suggestion
+from .model import (
+    COMPONENT_TABLES,
+    SCHEMA_VERSION,
+    ComponentSpec,
+    GenerationSettings,
+    PipelineSettings,
+    Settings,
+    Spec,
+)
+from .overrides import Applied, apply_overrides, type_cli_value
+from .problems import describe, key_path, toml_value, where
+
+log = logging.getLogger(__name__)
+
+S = TypeVar("S", bound=Settings)
+M = TypeVar("M", bound=BaseModel)
+
+TOP_LEVEL_KEYS = ("schema", "pipeline", "generation", *COMPONENT_TABLES)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The parsed TOML file at ``path``; a missing or malformed file raises SpecError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(str(path), ["no such file. Check the path to the spec."]) from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as error:
+        raise SpecError(str(path), [f"cannot be read: {error}."]) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise SpecError(str(path), [f"is not valid TOML: {error}."]) from None
+
+
+def load_spec(
+    source: str | Path | Mapping[str, Any],
+    overrides: Mapping[str, Any] | None = None,
+    registry: Registry | None = None,
+) -> Spec:
+    """Read, override and validate a spec; raises SpecError listing every problem."""
+    if registry is None:
+        from ..plugin_manager import get_registry
+
+        registry = get_registry()
+    if isinstance(source, Mapping):
+        name, base_dir, raw = "<dict>", Path.cwd(), dict(source)
+    else:
+        path = Path(source)
+        name, base_dir, raw = str(path), path.resolve().parent, read_toml(path)
+    applied = apply_overrides(raw, overrides or {}, name)
+    return _Resolver(name, base_dir, applied, registry).spec()
+
+
+class _Resolver:
+    """Validates one spec, collecting problems instead of stopping at the first."""
+
+    def __init__(self, source: str, base_dir: Path, applied: Applied, registry: Registry) -> None:
+        self.source = source
+        self.base_dir = base_dir
+        self.data = applied.data
+        self.retyped = applied.retyped
+        self.overridden = applied.overridden
+        self.registry = registry
+        self.problems: list[str] = []
+
+    def spec(self) -> Spec:
+        self._check_top_level()
+        pipeline = self._settings("pipeline", PipelineSettings)
+        generation = self._settings("generation", GenerationSettings)
+        components = {}
+        for table, kind in COMPONENT_TABLES.items():
+            if table in self.data:
+                component = self._component(kind, (table,), self.data[table])
+                if component is not None:
+                    components[table] = component
+        if self.problems or pipeline is None or generation is None:
+            raise SpecError(self.source, self.problems)
+        return Spec(pipeline, generation, components, self.source, self.base_dir)
+
+    def _check_top_level(self) -> None:
+        for key in self.data:
+            if key not in TOP_LEVEL_KEYS:
+                self.problems.append(
+                    f'unknown top-level key "{key}".{suggestion(key, TOP_LEVEL_KEYS)} '
+                    f"Allowed: {listing(TOP_LEVEL_KEYS)}."
+                )
+        version = self.data.get("schema")
+        if version is None:
+            self.problems.append(
+                f"missing the key schema = {SCHEMA_VERSION} at the top (the spec format version)."
+            )
+        elif version != SCHEMA_VERSION:
+            self.problems.append(
+                f"schema = {toml_value(version)} is not a spec version this ragloom reads; "
+                f"it reads schema = {SCHEMA_VERSION}."
+            )
+
+    def _settings(self, table: str, model: type[S]) -> S | None:
+        raw = self.data.get(table, {})
+        if not isinstance(raw, dict):
+            self.problems.append(f"{table} = {toml_value(raw)} must be a table: [{table}].")
+            return None
+        return self._validate(model, (table,), raw)
+
+    def _validate(
+        self, model: type[M], table: tuple[str, ...], raw: Mapping[str, Any]
+    ) -> M | None:
+        typed = {
+            key: type_cli_value(value, model.model_fields[key].annotation)
+            if key in model.model_fields
+            else value
+            for key, value in raw.items()
+        }
+        try:
+            return model.model_validate(typed)
+        except ValidationError as error:
+            self.problems.extend(describe(error, table, model))
+            return None
+
+    def _component(
+        self, kind: str, table: tuple[str, ...], raw: Any
+    ) -> ComponentSpec | None:
+        path = key_path(table)
+        if not isinstance(raw, dict):
+            self.problems.append(f"{path} = {toml_value(raw)} must be a table: [{path}].")
+            return None
+        name = raw.get("type")
+        if name is None:
+            known = listing(self.registry.names(kind))
+            self.problems.append(f'[{path}] needs a key type = "...", one of: {known}.')
+            return None
+        if not isinstance(name, str):
+            self.problems.append(f"{where(table, 'type')} = {toml_value(name)} must be a string.")
+            return None
+        try:
+            component = self.registry.load(kind, name)
+        except UnknownComponentError as error:
+            self.problems.append(f'[{path}] type = "{name}": {error}')
+            return None
+        except MissingExtraError as error:
+            self.problems.append(f"[{path}] {error}")
+            return None
+        slots: Mapping[str, str] = getattr(component, "slots", {})
+        children = {}
+        for slot, slot_kind in slots.items():
+            if slot not in raw:
+                self.problems.append(
+                    f'[{path}] type = "{name}" needs a [{path}.{slot}] table with a {slot_kind} '
+                    f"type, one of: {listing(self.registry.names(slot_kind))}."
+                )
+                continue
+            child = self._component(slot_kind, (*table, slot), raw[slot])
+            if child is not None:
+                children[slot] = child
+        params = {key: value for key, value in raw.items() if key != "type" and key not in slots}
+        params = self._drop_keys_of_previous_type(component.Params, table, name, params)
+        validated = self._validate(component.Params, table, params)
+        if validated is None or len(children) != len(slots):
+            return None
+        return ComponentSpec(kind, name, validated, children)
+
+    def _drop_keys_of_previous_type(
+        self, model: type[BaseModel], table: tuple[str, ...], name: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """After ``--set <table>.type=...``, the file's keys the new type lacks are dropped.
+
+        Keys set by overrides themselves are kept (and validated).
+        """
+        if table not in self.retyped:
+            return params
+        kept, dropped = {}, []
+        for key, value in params.items():
+            if key in model.model_fields or (*table, key) in self.overridden:
+                kept[key] = value
+            else:
+                dropped.append(key)
+        if dropped:
+            log.warning(
+                "%s: [%s] type overridden to %r; ignoring keys it does not take: %s",
+                self.source,
+                key_path(table),
+                name,
+                ", ".join(dropped),
+            )
+        return kept

@@ -1,0 +1,88 @@
+"""Overrides: ``{"retriever.index.type": "hnsw"}`` in Python, ``--set a.b=v`` on the CLI.
+
+Python overrides keep their values as given. CLI values are text, typed by the schema of the key
+they land on: a key whose type accepts a string keeps the text; any other key reads the text as a
+TOML value (``64``, ``0.5``, ``true``, ``[1, 2]``).
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from ..errors import SpecError
+
+
+class CliText(str):
+    """A value typed on the command line, not yet typed by the schema."""
+
+
+def parse_assignment(text: str) -> tuple[str, CliText]:
+    """``"a.b=v"`` → ``("a.b", CliText("v"))``; raises SpecError without ``=`` or a key."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise SpecError(
+            "--set", [f'"{text}" is not an override: write KEY.PATH=VALUE, e.g. pipeline.n_docs=10.']
+        )
+    return key.strip(), CliText(value.strip())
+
+
+def type_cli_value(value: Any, annotation: Any) -> Any:
+    """``value`` typed for a field of type ``annotation`` when it came from the command line."""
+    if not isinstance(value, CliText):
+        return value
+    text = str(value)
+    try:
+        TypeAdapter(annotation).validate_python(text, strict=True)
+        return text
+    except ValidationError:
+        pass
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The raw spec with overrides applied, and the tables whose ``type`` an override changed."""
+
+    data: dict[str, Any]
+    retyped: frozenset[tuple[str, ...]]
+    overridden: frozenset[tuple[str, ...]]
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any], source: str) -> Applied:
+    """A copy of ``data`` with each dotted key set; tables on the way are created."""
+    result: dict[str, Any] = copy.deepcopy(dict(data))
+    problems: list[str] = []
+    retyped: set[tuple[str, ...]] = set()
+    overridden: set[tuple[str, ...]] = set()
+    for dotted, value in overrides.items():
+        parts = tuple(part.strip() for part in dotted.split("."))
+        if not all(parts):
+            problems.append(f'override "{dotted}": empty part in the key path.')
+            continue
+        table: dict[str, Any] = result
+        for depth, part in enumerate(parts[:-1]):
+            child = table.setdefault(part, {})
+            if not isinstance(child, dict):
+                prefix = ".".join(parts[: depth + 1])
+                problems.append(
+                    f'override "{dotted}": {prefix} is a value, not a table, so it has no keys.'
+                )
+                break
+            table = child
+        else:
+            table[parts[-1]] = value
+            overridden.add(parts)
+            if parts[-1] == "type":
+                retyped.add(parts[:-1])
+    if problems:
+        raise SpecError(source, problems)
+    return Applied(result, frozenset(retyped), frozenset(overridden))

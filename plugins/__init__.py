@@ -1,0 +1,1 @@
+"""ragloom's built-in components, one module per family, registered by ``builtin``."""
