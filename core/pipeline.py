@@ -174,9 +174,7 @@ class Pipeline:
 
     # --- internals ----------------------------------------------------------------------------
 
-    def _retrieve(
-        self, questions: Sequence[str], k: int | None
-    ) -> tuple[torch.Tensor, Retrieved]:
+    def _retrieve(self, questions: Sequence[str], k: int | None) -> tuple[torch.Tensor, Retrieved]:
         if isinstance(questions, str):
             raise TypeError("questions must be a list of strings, not one string")
         encoder, retriever = self.encoder, self.retriever

@@ -23,6 +23,7 @@ import pluggy
 from . import hookspecs
 from .errors import PluginLoadError, RagloomError
 from .registry import Owner, Registrar, Registry
+from .suggest import listing, suggestion
 
 ENTRY_POINT_GROUP = "ragloom"
 DEFAULT_PLUGINS: tuple[str, ...] = ("ragloom.plugins.builtin",)
@@ -69,8 +70,10 @@ def plugin_manager() -> tuple[pluggy.PluginManager, dict[str, Owner]]:
                 distribution.version if distribution else "?",
                 entry_point.name,
             )
-            where = f'plugin "{entry_point.name}" ({owner.distribution} {owner.version}, ' \
+            where = (
+                f'plugin "{entry_point.name}" ({owner.distribution} {owner.version}, '
                 f"entry point {entry_point.name} = {entry_point.value})"
+            )
             try:
                 plugin = entry_point.load()
                 manager.register(plugin, name=entry_point.name)
@@ -84,14 +87,20 @@ def plugin_manager() -> tuple[pluggy.PluginManager, dict[str, Owner]]:
         module: ModuleType = importlib.import_module(module_name)
         manager.register(module, name=module_name)
         owners[module_name] = _ragloom_owner(module_name)
-    try:
-        manager.check_pending()
-    except pluggy.PluginValidationError as error:
-        raise PluginLoadError(
-            f'plugin "{error.plugin}" implements a hook ragloom does not define: {error}. '
-            f"The hooks are in ragloom.hookspecs."
-        ) from error
+    _check_hook_names(manager)
     return manager, owners
+
+
+def _check_hook_names(manager: pluggy.PluginManager) -> None:
+    """Refuse implementations of hooks ragloom does not define (usually a misspelling)."""
+    defined = [name for name, caller in vars(manager.hook).items() if caller.spec is not None]
+    for name, caller in vars(manager.hook).items():
+        if caller.spec is None and caller.get_hookimpls():
+            plugin = caller.get_hookimpls()[0].plugin_name
+            raise PluginLoadError(
+                f'plugin "{plugin}" implements the hook "{name}", which ragloom does not define.'
+                f"{suggestion(name, defined)} Hooks: {listing(defined)} (ragloom.hookspecs)."
+            )
 
 
 def build_registry(manager: pluggy.PluginManager, owners: dict[str, Owner]) -> Registry:

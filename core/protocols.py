@@ -5,7 +5,8 @@ contract: shapes, dtypes and what a score means. Letters used throughout:
 
 - ``B``: questions in a batch;  ``k``: documents retrieved per question (``n_docs``);
 - ``N``: passages or vectors;  ``d``: embedding dimension;
-- ``R``: decoding rows (``B * k`` for one hypothesis per document, ``B * beams * k`` in beam search);
+- ``R``: decoding rows (``B * k``: one hypothesis per document; ``B * beams * k`` in beam
+  search);
 - ``T``: target length in tokens;  ``V``: the generator's vocabulary size.
 
 Row order is always question-major: row ``b * k + j`` holds document ``j`` of question ``b``.
@@ -51,8 +52,8 @@ class Retrieved:
     - ``ids``: ``int64 [B, k]``, passage row ids, best first; ``-1`` where fewer than ``k`` exist.
     - ``scores``: ``float32 [B, k]``, the index's scores (inner products; higher is better;
       approximate for compressed indexes).
-    - ``doc_vectors``: ``float32 [B, k, d]``, the exact stored passage embeddings (zeros for ``-1``),
-      so that ``doc_scores = q · doc_vectors`` is exact and differentiable in ``q``.
+    - ``doc_vectors``: ``float32 [B, k, d]``, the exact stored passage embeddings (zeros for
+      ``-1``), so that ``doc_scores = q · doc_vectors`` is exact and differentiable in ``q``.
     - ``passages``: ``B`` lists of ``k`` :class:`Passage` (fewer where ids are ``-1``).
     """
 

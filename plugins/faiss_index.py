@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from abc import ABC, abstractmethod
 import threading
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -124,7 +124,9 @@ class FaissIndex(ABC):
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise IndexFileError(f"{meta_path} is corrupt ({error}). Build the index again.") from None
+            raise IndexFileError(
+                f"{meta_path} is corrupt ({error}). Build the index again."
+            ) from None
         if meta.get("type") != cls.type_name:
             raise IndexFileError(
                 f'{directory} holds a "{meta.get("type")}" index, not "{cls.type_name}".'

@@ -122,9 +122,7 @@ class _Resolver:
             return None
         return self._validate(model, (table,), raw)
 
-    def _validate(
-        self, model: type[M], table: tuple[str, ...], raw: Mapping[str, Any]
-    ) -> M | None:
+    def _validate(self, model: type[M], table: tuple[str, ...], raw: Mapping[str, Any]) -> M | None:
         typed = {
             key: type_cli_value(value, model.model_fields[key].annotation)
             if key in model.model_fields
@@ -137,9 +135,7 @@ class _Resolver:
             self.problems.extend(describe(error, table, model))
             return None
 
-    def _component(
-        self, kind: str, table: tuple[str, ...], raw: Any
-    ) -> ComponentSpec | None:
+    def _component(self, kind: str, table: tuple[str, ...], raw: Any) -> ComponentSpec | None:
         path = key_path(table)
         if not isinstance(raw, dict):
             self.problems.append(f"{path} = {toml_value(raw)} must be a table: [{path}].")

@@ -27,7 +27,8 @@ def parse_assignment(text: str) -> tuple[str, CliText]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise SpecError(
-            "--set", [f'"{text}" is not an override: write KEY.PATH=VALUE, e.g. pipeline.n_docs=10.']
+            "--set",
+            [f'"{text}" is not an override: write KEY.PATH=VALUE, e.g. pipeline.n_docs=10.'],
         )
     return key.strip(), CliText(value.strip())
 

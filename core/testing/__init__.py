@@ -1,0 +1,19 @@
+"""Contract test suites a plugin's tests inherit, so third-party components pass the same tests
+as the built-in ones.
+
+```python
+from ragloom.testing import IndexContract
+
+class TestMyIndex(IndexContract):
+    @pytest.fixture
+    def index_factory(self):
+        return lambda dim: MyIndex.create(dim, MyIndex.Params())
+```
+
+ragloom installs the pytest plugin ``ragloom.pytest_plugin`` (entry point ``pytest11``), which
+turns on pytest's assertion rewriting for these suites.
+"""
+
+from .index_contract import IndexContract, unit_vectors
+
+__all__ = ["IndexContract", "unit_vectors"]

@@ -1,0 +1,55 @@
+"""Shared test set-up: no hub access, and the example plugin package is tested by its own suite."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from ragloom.registry import Owner, Registrar, Registry
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+collect_ignore = ["plugin_pkg"]
+
+TESTS = Path(__file__).parent
+REPO = TESTS.parent
+
+
+@pytest.fixture
+def write_spec(tmp_path: Path) -> Callable[[str], Path]:
+    """Write TOML text to a spec file in a temporary directory and return its path."""
+
+    def write(text: str, name: str = "spec.toml") -> Path:
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def registry(monkeypatch: pytest.MonkeyPatch) -> Registry:
+    """A registry with only ragloom's built-ins (no entry-point plugins)."""
+    from ragloom.plugin_manager import build_registry, plugin_manager
+
+    monkeypatch.setenv("RAGLOOM_DISABLE_PLUGIN_AUTOLOAD", "1")
+    return build_registry(*plugin_manager())
+
+
+@pytest.fixture
+def register(registry: Registry) -> Registrar:
+    """A ``register`` callable adding to ``registry`` as a test plugin would."""
+    return Registrar(registry, Owner("test-plugins", "0", "tests"))
+
+
+@pytest.fixture
+def toy_registry(registry: Registry, register: Registrar) -> Registry:
+    """The built-ins plus the toy components of tests/toy_components.py."""
+    from toy_components import register_toys
+
+    register_toys(register)
+    return registry

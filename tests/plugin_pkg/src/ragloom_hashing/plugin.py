@@ -1,0 +1,19 @@
+"""The module the ``ragloom`` entry point names: it only registers, so it imports fast."""
+
+import ragloom
+
+
+@ragloom.hookimpl
+def register_components(register):
+    register(
+        "encoder",
+        "hashing",
+        "ragloom_hashing.encoder:HashingEncoder",
+        description="Bag of words hashed into a fixed number of dimensions; needs no weights.",
+    )
+    register(
+        "index",
+        "numpy-flat",
+        "ragloom_hashing.index:NumpyFlatIndex",
+        description="Brute-force inner product in numpy, saved as .npy files.",
+    )

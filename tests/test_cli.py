@@ -1,0 +1,95 @@
+"""The command line: exit codes, one-paragraph errors, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from ragloom.cli import main
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "rag_token.toml"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    status = main(list(argv))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_validate_the_bundled_example(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = run(capsys, "validate", str(EXAMPLE))
+    assert status == 0, err
+    assert "rag_token.toml: valid" in out
+
+
+def test_validate_reports_every_problem_and_exits_1(
+    capsys: pytest.CaptureFixture[str], write_spec: Callable[..., Path]
+) -> None:
+    path = write_spec('schema = 1\n[pipeline]\nn_doc = 2\n[retriever]\ntype = "dense_"\n')
+    status, out, err = run(capsys, "validate", str(path))
+    assert status == 1 and out == ""
+    assert err.startswith(f"error: {path}: 2 problems")
+    assert "Traceback" not in err
+
+
+def test_validate_with_set(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "validate", str(EXAMPLE), "--set", "pipeline.n_docs=9")
+    assert status == 0 and "n_docs 9" in out
+    status, _, err = run(capsys, "validate", str(EXAMPLE), "--set", "pipeline.n_docs=nine")
+    assert status == 1 and '[pipeline] n_docs = "nine"' in err
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("schema = 1\n[pipeline\n", "is not valid TOML"),
+        (
+            'schema = 1\n[retriever]\ntype = "dense"\n[retriever.index]\ntype = "faiss_exact"\n',
+            "retriever",
+        ),
+    ],
+)
+def test_bad_specs_exit_1_with_a_message(
+    capsys: pytest.CaptureFixture[str], write_spec: Callable[..., Path], text: str, expected: str
+) -> None:
+    status, _, err = run(capsys, "validate", str(write_spec(text)))
+    assert status == 1 and expected in err and "Traceback" not in err
+
+
+def test_missing_spec_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    status, _, err = run(capsys, "validate", str(tmp_path / "absent.toml"))
+    assert status == 1 and "absent.toml: no such file" in err
+
+
+def test_plugins_lists_builtins_with_their_distribution(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "plugins")
+    assert status == 0
+    assert out.splitlines()[0].split() == ["KIND", "NAME", "DISTRIBUTION", "VERSION", "DESCRIPTION"]
+    assert any(line.split()[:3] == ["index", "faiss-exact", "ragloom"] for line in out.splitlines())
+    status, out, _ = run(capsys, "plugins", "--json")
+    rows = json.loads(out)
+    assert {"kind": "index", "name": "faiss-exact", "distribution": "ragloom"}.items() <= rows[
+        0
+    ].items()
+
+
+def test_demo_shows_the_registry_and_the_example(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "demo")
+    assert status == 0
+    assert "registered components" in out and "faiss-exact" in out
+    assert "The bundled example spec (rag_token.toml):\n  valid" in out
+
+
+def test_version_and_console_script() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ragloom.cli", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.startswith("ragloom ")

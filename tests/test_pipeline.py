@@ -1,0 +1,76 @@
+"""The pipeline: validated up front, components built on first use, clear errors when absent."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from ragloom import MissingComponentError, Pipeline, SpecError
+from ragloom.registry import Registry
+
+SPEC = """
+schema = 1
+[pipeline]
+n_docs = 2
+[generator]
+type = "toy"
+path = "models/g"
+"""
+
+
+def test_components_are_built_lazily_and_once(
+    write_spec: Callable[..., Path], toy_registry: Registry
+) -> None:
+    from toy_components import ToyGenerator
+
+    before = ToyGenerator.built
+    pipeline = Pipeline.from_spec(write_spec(SPEC), registry=toy_registry)
+    assert ToyGenerator.built == before
+    generator = pipeline.component("generator")
+    assert pipeline.component("generator") is generator
+    assert ToyGenerator.built == before + 1
+
+
+@pytest.mark.parametrize(
+    ("call", "missing"),
+    [
+        (lambda p: p.retrieve(["q"]), "encoder"),
+        (lambda p: p.generate(["q"]), "generator"),
+        (lambda p: p.loss(["q"], ["a"]), "generator"),
+    ],
+)
+def test_methods_name_the_missing_component(
+    write_spec: Callable[..., Path],
+    registry: Registry,
+    call: Callable[[Pipeline], object],
+    missing: str,
+) -> None:
+    pipeline = Pipeline.from_spec(write_spec("schema = 1\n"), registry=registry)
+    with pytest.raises(MissingComponentError) as excinfo:
+        call(pipeline)
+    message = str(excinfo.value)
+    assert f"needs a {missing}, but the spec" in message
+    assert f"has no [{missing}] table" in message
+
+
+def test_overrides_and_to_spec_round_trip(
+    write_spec: Callable[..., Path], toy_registry: Registry
+) -> None:
+    pipeline = Pipeline.from_spec(
+        write_spec(SPEC), overrides={"pipeline.n_docs": 4}, registry=toy_registry
+    )
+    assert pipeline.spec.pipeline.n_docs == 4
+    again = Pipeline.from_spec(write_spec(pipeline.to_spec(), "dumped.toml"), registry=toy_registry)
+    assert again.spec == pipeline.spec
+    retyped = Pipeline.from_spec(pipeline.spec, {"generation.num_beams": 3}, registry=toy_registry)
+    assert retyped.spec.generation.num_beams == 3
+
+
+def test_generation_overrides_are_validated(
+    write_spec: Callable[..., Path], toy_registry: Registry
+) -> None:
+    pipeline = Pipeline.from_spec(write_spec(SPEC), registry=toy_registry)
+    with pytest.raises(SpecError, match=r'generate\(\): \[generation\] unknown key "beams"'):
+        pipeline.generate(["q"], beams=2)

@@ -1,0 +1,296 @@
+"""The spec: reading, validation messages, overrides, and the round trip."""
+
+from __future__ import annotations
+
+import logging
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ragloom import SpecError, load_spec
+from ragloom.registry import Registry
+from ragloom.spec import parse_assignment
+
+WriteSpec = Callable[..., Path]
+
+VALID = """
+schema = 1
+[pipeline]
+n_docs = 3
+
+[retriever]
+type = "toy"
+kb = "kb/wiki"
+[retriever.index]
+type = "faiss-exact"
+
+[generator]
+type = "toy"
+path = "models/bart"
+attention = "eager"
+
+[generation]
+num_beams = 4
+"""
+
+
+def problems(excinfo: pytest.ExceptionInfo[SpecError]) -> str:
+    return str(excinfo.value)
+
+
+def test_a_valid_spec_resolves_every_component(
+    write_spec: WriteSpec, toy_registry: Registry
+) -> None:
+    spec = load_spec(write_spec(VALID), registry=toy_registry)
+    assert spec.pipeline.n_docs == 3
+    assert spec.generation.num_beams == 4 and spec.generation.max_length == 50
+    retriever = spec.components["retriever"]
+    assert retriever.type == "toy" and retriever.params.kb == "kb/wiki"
+    assert retriever.children["index"].type == "faiss-exact"
+    assert spec.components["generator"].params.attention == "eager"
+
+
+def test_malformed_toml_names_file_line_and_column(
+    write_spec: WriteSpec, registry: Registry
+) -> None:
+    path = write_spec("schema = 1\n[pipeline]\nn_docs = = 3\n")
+    with pytest.raises(SpecError) as excinfo:
+        load_spec(path, registry=registry)
+    message = problems(excinfo)
+    assert str(path) in message
+    assert "is not valid TOML" in message and "line 3" in message and "column" in message
+
+
+def test_missing_file_is_named(tmp_path: Path, registry: Registry) -> None:
+    with pytest.raises(SpecError, match=r"nope\.toml: no such file"):
+        load_spec(tmp_path / "nope.toml", registry=registry)
+
+
+def test_unknown_keys_get_a_suggestion_and_the_allowed_keys(
+    write_spec: WriteSpec, registry: Registry
+) -> None:
+    path = write_spec("schema = 1\n[pipline]\nx = 1\n[pipeline]\nn_doc = 3\n")
+    with pytest.raises(SpecError) as excinfo:
+        load_spec(path, registry=registry)
+    message = problems(excinfo)
+    assert "2 problems" in message
+    assert 'unknown top-level key "pipline". Did you mean "pipeline"?' in message
+    assert (
+        '[pipeline] unknown key "n_doc". Did you mean "n_docs"? Allowed keys: checkpoint, n_docs.'
+        in message
+    )
+
+
+def test_wrong_type_names_key_path_and_value(write_spec: WriteSpec, registry: Registry) -> None:
+    path = write_spec('schema = 1\n[pipeline]\nn_docs = "five"\n')
+    with pytest.raises(SpecError) as excinfo:
+        load_spec(path, registry=registry)
+    assert '[pipeline] n_docs = "five": Input should be a valid integer' in problems(excinfo)
+
+
+def test_out_of_range_value(write_spec: WriteSpec, registry: Registry) -> None:
+    path = write_spec("schema = 1\n[generation]\nnum_beams = 0\n")
+    with pytest.raises(
+        SpecError, match=r"\[generation\] num_beams = 0: Input should be greater than or equal to 1"
+    ):
+        load_spec(path, registry=registry)
+
+
+def test_misspelled_component_name_suggests_the_registered_one(
+    write_spec: WriteSpec, toy_registry: Registry
+) -> None:
+    path = write_spec(VALID.replace('type = "faiss-exact"', 'type = "faiss_exact"'))
+    with pytest.raises(SpecError) as excinfo:
+        load_spec(path, registry=toy_registry)
+    message = problems(excinfo)
+    assert (
+        '[retriever.index] type = "faiss_exact": "faiss_exact" is not a registered index type.'
+        in message
+    )
+    assert 'Did you mean "faiss-exact"?' in message
+    assert "Registered index types: faiss-exact, needs-missing." in message
+    assert "`ragloom plugins` lists what is registered" in message
+
+
+def test_literal_choice_lists_allowed_values(write_spec: WriteSpec, toy_registry: Registry) -> None:
+    path = write_spec(VALID.replace('attention = "eager"', 'attention = "flsh"'))
+    with pytest.raises(SpecError) as excinfo:
+        load_spec(path, registry=toy_registry)
+    assert (
+        '[generator] attention = "flsh" is not allowed. Did you mean "flash"? '
+        "Allowed values: eager, flash, sdpa." in problems(excinfo)
+    )
+
+
+def test_a_plugins_own_keys_are_validated(write_spec: WriteSpec, toy_registry: Registry) -> None:
+    path = write_spec(VALID.replace('kb = "kb/wiki"', 'kb = "kb/wiki"\ncahce = true'))
+    with pytest.raises(
+        SpecError, match=r'\[retriever\] unknown key "cahce". Did you mean "cache"\?'
+    ):
+        load_spec(path, registry=toy_registry)
+
+
+def test_missing_extra_names_the_install_command(
+    write_spec: WriteSpec, toy_registry: Registry
+) -> None:
+    path = write_spec(VALID.replace('type = "faiss-exact"', 'type = "needs-missing"'))
+    with pytest.raises(SpecError) as excinfo:
+        load_spec(path, registry=toy_registry)
+    assert (
+        '[retriever.index] index "needs-missing" needs no_such_module_anywhere, which is not '
+        "installed. Install it with: pip install 'ragloom[nothing]'" in problems(excinfo)
+    )
+
+
+def test_missing_slot_and_missing_type(write_spec: WriteSpec, toy_registry: Registry) -> None:
+    path = write_spec('schema = 1\n[retriever]\ntype = "toy"\nkb = "x"\n[generator]\npath = "p"\n')
+    with pytest.raises(SpecError) as excinfo:
+        load_spec(path, registry=toy_registry)
+    message = problems(excinfo)
+    assert '[retriever] type = "toy" needs a [retriever.index] table with a index type' in message
+    assert '[generator] needs a key type = "...", one of: toy.' in message
+
+
+def test_schema_version_is_required_and_checked(write_spec: WriteSpec, registry: Registry) -> None:
+    with pytest.raises(SpecError, match="missing the key schema = 1"):
+        load_spec(write_spec("[pipeline]\nn_docs = 2\n"), registry=registry)
+    with pytest.raises(SpecError, match="schema = 2 is not a spec version this ragloom reads"):
+        load_spec(write_spec("schema = 2\n"), registry=registry)
+
+
+def test_python_overrides_keep_their_values(write_spec: WriteSpec, toy_registry: Registry) -> None:
+    spec = load_spec(
+        write_spec(VALID),
+        {"pipeline.n_docs": 9, "generator.layers": [1, 2]},
+        registry=toy_registry,
+    )
+    assert spec.pipeline.n_docs == 9
+    assert spec.components["generator"].params.layers == [1, 2]
+
+
+def test_cli_overrides_are_typed_by_the_schema(
+    write_spec: WriteSpec, toy_registry: Registry
+) -> None:
+    overrides = dict(
+        parse_assignment(text)
+        for text in [
+            "pipeline.n_docs=7",
+            "retriever.cache=true",
+            "generator.path=2024",
+            "generator.temperature=0.5",
+            "generator.layers=[1, 2]",
+        ]
+    )
+    spec = load_spec(write_spec(VALID), overrides, registry=toy_registry)
+    generator = spec.components["generator"].params
+    assert spec.pipeline.n_docs == 7
+    assert spec.components["retriever"].params.cache is True
+    assert generator.path == "2024"
+    assert generator.temperature == 0.5
+    assert generator.layers == [1, 2]
+
+
+def test_cli_override_with_a_bad_value_is_reported(
+    write_spec: WriteSpec, toy_registry: Registry
+) -> None:
+    overrides = dict([parse_assignment("pipeline.n_docs=many")])
+    with pytest.raises(
+        SpecError, match=r'\[pipeline\] n_docs = "many": Input should be a valid integer'
+    ):
+        load_spec(write_spec(VALID), overrides, registry=toy_registry)
+
+
+def test_malformed_assignment() -> None:
+    with pytest.raises(SpecError, match=r'"n_docs" is not an override: write KEY.PATH=VALUE'):
+        parse_assignment("n_docs")
+
+
+def test_override_through_a_value_is_an_error(
+    write_spec: WriteSpec, toy_registry: Registry
+) -> None:
+    with pytest.raises(SpecError, match=r"pipeline.n_docs is a value, not a table"):
+        load_spec(write_spec(VALID), {"pipeline.n_docs.x": 1}, registry=toy_registry)
+
+
+def test_retyping_drops_the_old_types_keys_loudly(
+    write_spec: WriteSpec,
+    register: Callable[..., None],
+    toy_registry: Registry,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from toy_components import BareGenerator, ToyGenerator
+
+    register("generator", "other", ToyGenerator)
+    with caplog.at_level(logging.WARNING):
+        spec = load_spec(
+            write_spec(
+                VALID.replace('attention = "eager"', 'attention = "eager"\ntemperature = 2.0')
+            ),
+            {"generator.type": "other", "generator.attention": "flash"},
+            registry=toy_registry,
+        )
+    generator = spec.components["generator"]
+    assert generator.type == "other"
+    assert generator.params.attention == "flash"
+    assert generator.params.temperature == 2.0
+    assert "ignoring" not in caplog.text  # ToyGenerator takes every key of the file
+
+    register("generator", "bare", BareGenerator)
+    with caplog.at_level(logging.WARNING):
+        spec = load_spec(write_spec(VALID), {"generator.type": "bare"}, registry=toy_registry)
+    assert spec.components["generator"].type == "bare"
+    assert "ignoring keys it does not take: path, attention" in caplog.text
+
+
+def test_round_trip(write_spec: WriteSpec, toy_registry: Registry) -> None:
+    spec = load_spec(write_spec(VALID), registry=toy_registry)
+    text = spec.to_toml()
+    again = load_spec(write_spec(text, "again.toml"), registry=toy_registry)
+    assert again == spec
+    assert tomllib.loads(text)["generation"] == {"num_beams": 4, "max_length": 50, "min_length": 0}
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    n_docs=st.integers(1, 100),
+    num_beams=st.integers(1, 16),
+    cache=st.booleans(),
+    path=st.text(min_size=1, max_size=30),
+    attention=st.sampled_from(["eager", "sdpa", "flash"]),
+    temperature=st.floats(min_value=1e-6, max_value=1e6, allow_nan=False),
+    layers=st.lists(st.integers(-(2**31), 2**31), max_size=4),
+    checkpoint=st.one_of(st.none(), st.text(max_size=20)),
+)
+def test_round_trip_property(
+    toy_registry: Registry,
+    n_docs: int,
+    num_beams: int,
+    cache: bool,
+    path: str,
+    attention: str,
+    temperature: float,
+    layers: list[int],
+    checkpoint: str | None,
+) -> None:
+    data = {
+        "schema": 1,
+        "pipeline": {
+            "n_docs": n_docs,
+            **({"checkpoint": checkpoint} if checkpoint is not None else {}),
+        },
+        "retriever": {"type": "toy", "kb": path, "cache": cache, "index": {"type": "faiss-exact"}},
+        "generator": {
+            "type": "toy",
+            "path": path,
+            "attention": attention,
+            "temperature": temperature,
+            "layers": layers,
+        },
+        "generation": {"num_beams": num_beams},
+    }
+    spec = load_spec(data, registry=toy_registry)
+    assert load_spec(tomllib.loads(spec.to_toml()), registry=toy_registry) == spec

@@ -1,0 +1,100 @@
+"""A real third-party plugin package (tests/plugin_pkg), installed by pip into a site directory.
+
+Nothing is faked here: pip builds and installs the package with its entry point, and fresh Python
+processes find it through importlib.metadata, exactly as after `pip install ragloom-hashing`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import TESTS
+
+PACKAGE = TESTS / "plugin_pkg"
+
+SPEC = """
+schema = 1
+[encoder]
+type = "hashing"
+dim = {dim}
+"""
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("site")
+    build = tmp_path_factory.mktemp("build")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(PACKAGE),
+        ],
+        check=True,
+        cwd=build,
+        env={**os.environ, "PIP_NO_INPUT": "1"},
+    )
+    return target
+
+
+def python(site: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    env.pop("RAGLOOM_DISABLE_PLUGIN_AUTOLOAD", None)
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=cwd)
+
+
+def test_ragloom_plugins_lists_the_installed_plugin(site: Path) -> None:
+    result = python(site, "-m", "ragloom.cli", "plugins", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {(row["kind"], row["name"]): row for row in json.loads(result.stdout)}
+    for key in [("encoder", "hashing"), ("index", "numpy-flat")]:
+        assert rows[key]["distribution"] == "ragloom-hashing"
+        assert rows[key]["version"] == "0.1.0"
+        assert rows[key]["plugin"] == "hashing"
+    assert rows[("index", "faiss-exact")]["distribution"] == "ragloom"
+
+
+def test_the_plugins_encoder_works_from_a_spec(site: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SPEC.format(dim=64), encoding="utf-8")
+    code = (
+        "import sys; from ragloom import Pipeline; "
+        "p = Pipeline.from_spec(sys.argv[1]); "
+        "v = p.encoder.encode_queries(['who wrote animal farm', 'orwell animal farm']); "
+        "print(list(v.shape), round(float(v[0] @ v[1]), 4), type(p.encoder).__module__)"
+    )
+    result = python(site, "-c", code, str(spec))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("[2, 64]")
+    assert 0.0 < float(result.stdout.split()[2]) < 1.0
+    assert result.stdout.split()[3] == "ragloom_hashing.encoder"
+
+
+def test_the_plugins_own_keys_are_validated(site: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SPEC.format(dim=64) + "lowercas = false\n", encoding="utf-8")
+    result = python(site, "-m", "ragloom.cli", "validate", str(spec))
+    assert result.returncode == 1
+    assert '[encoder] unknown key "lowercas". Did you mean "lowercase"?' in result.stderr
+    spec.write_text(SPEC.format(dim=1), encoding="utf-8")
+    result = python(site, "-m", "ragloom.cli", "validate", str(spec))
+    assert "[encoder] dim = 1: Input should be greater than or equal to 2." in result.stderr
+
+
+def test_the_plugin_passes_the_index_contract(site: Path) -> None:
+    result = python(site, "-m", "pytest", "-q", "-p", "no:cacheprovider", cwd=PACKAGE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "11 passed" in result.stdout
