@@ -156,17 +156,19 @@ class Pipeline:
                 f"loss needs one target per question: got {len(questions)} questions and "
                 f"{len(targets)} targets."
             )
+        from .tensors import shift_left
+
         generator, marginalizer = self.generator, self.marginalizer
         queries, retrieved = self._retrieve(questions, None)
         doc_logprior = self._doc_logprior(queries, retrieved)
-        target_ids = generator.encode_targets(targets)
-        logprobs = generator.score(questions, retrieved.passages, target_ids)
         batch, k = doc_logprior.shape
-        logprobs = logprobs.view(batch, k, *logprobs.shape[1:])
+        labels = generator.encode_targets(targets).to(doc_logprior.device)
+        state = generator.start(questions, retrieved.passages)
+        logprobs = generator.score(state, labels.repeat_interleave(k, dim=0))
         return marginalizer.loss(
-            logprobs,
+            logprobs.view(batch, k, *logprobs.shape[1:]),
             doc_logprior,
-            target_ids,
+            shift_left(labels, generator.pad_token_id),
             generator.pad_token_id,
             reduce=reduce,
             label_smoothing=label_smoothing,

@@ -67,8 +67,9 @@ class Retrieved:
 class Answer:
     """One generated answer.
 
-    ``score`` is the marginalizer's log-probability of the answer (rag-token: the sum of the
-    doc-marginalized token log-probabilities; rag-sequence: log Σ_z p(z|x) p(y|x,z)).
+    ``score`` is the score decoding ranked the answer by (see :class:`Decoded`): a
+    log-probability (rag-token: the sum of the doc-marginalized token log-probabilities;
+    rag-sequence: log Σ_z p(z|x) p(y|x,z)), divided by ``length ** length_penalty`` in beam search.
     ``token_ids`` are the generator's ids without special tokens; ``passages`` are the documents the
     answer was generated from, best first.
     """
@@ -83,8 +84,9 @@ class Answer:
 class Decoded:
     """What a marginalizer's decoding returns: the best hypothesis per question.
 
-    ``sequences``: ``B`` lists of generated token ids (special tokens included, as the generator
-    produced them); ``scores``: ``float32 [B]``, the log-probability of each, as in :class:`Answer`.
+    ``sequences``: ``B`` lists of token ids, starting with the generator's ``start_token_ids`` and
+    ending with EOS unless ``max_length`` cut them; ``scores``: ``float32 [B]``, the log-probability
+    of each as in :class:`Answer`.
     """
 
     sequences: list[list[int]]
@@ -197,25 +199,28 @@ class Retriever(Protocol):
 class Generator(Protocol):
     """Reads each (passage, question) context and predicts tokens, one row per context.
 
-    The marginalizers drive any generator through these methods alone; they never know whether a
+    The marginalizers drive any generator through these members alone; they never know whether a
     seq2seq or a causal model sits behind them.
 
-    - ``start(questions, passages)`` → an opaque decoding state with ``B * k`` rows (question-major)
-      holding whatever is computed once per context: encoder states for seq2seq, the prefilled
-      prompt cache for a causal model. ``passages`` is ``B`` lists of ``k`` passages.
-    - ``start_token_ids``: the token ids every hypothesis begins with (BART:
-      ``[decoder_start_token_id]``); the first ``step`` feeds the last of them.
-    - ``step(state, tokens)`` → ``(logprobs float32 [R, V], state)``: feed one new token per row
-      (``int64 [R]``) and get the log-softmax over the next token; the state's cache grows by one.
-    - ``select(state, rows)`` → the state restricted/reordered/repeated to ``rows`` (``int64 [R']``
-      indices into the current rows): beam expansion and beam reordering are both this.
-    - ``score(questions, passages, targets)`` → ``float32 [B * k, T, V]`` log-probabilities under
-      teacher forcing, where position ``t`` predicts ``targets[:, t]`` (``targets`` is
-      ``int64 [B, T]``, padded with ``pad_token_id``); differentiable for fine-tuning.
-    - ``encode_targets(texts)`` → ``int64 [B, T]``: the answers as the tokens ``score`` predicts,
-      padded with ``pad_token_id``.
+    - ``start(questions, passages)`` → an opaque state with ``R = B * k`` rows (question-major;
+      ``passages`` is ``B`` lists of ``k``) holding what is computed once per context: encoder
+      states for seq2seq, the prefilled prompt cache for a causal model. Nothing is decoded yet.
+    - ``start_token_ids``: the prefix every hypothesis begins with (BART: the decoder start token,
+      then the forced BOS if the model has one; a causal model: the fixed tokens that open its
+      answer, such as a chat template's assistant header).
+    - ``step(state, tokens)`` → ``(logprobs float32 [R, V], state)``: feed ``int64 [R, t]`` tokens
+      (the whole prefix on the first call, then one per call) and get the log-softmax over the
+      next token. The state passed in may be consumed (caches grow in place): use the returned one.
+    - ``select(state, rows)`` → the state with rows ``rows`` (``int64 [R']`` indices into the
+      current rows, repeats allowed): beam expansion and beam reordering are both this.
+    - ``score(state, labels)`` → ``float32 [R, T, V]``: teacher forcing from a state fresh from
+      ``start``; position ``t`` is the distribution after ``labels[:, : t + 1]``, so it predicts
+      ``labels[:, t + 1]`` (transformers' RAG layout: labels are fed unshifted). ``labels`` is
+      ``int64 [R, T]`` padded with ``pad_token_id``. Leaves ``state`` usable; differentiable.
+    - ``encode_targets(texts)`` → ``int64 [B, T]``: answers as training labels for ``score``
+      (BART: ``<s> answer </s>``), padded with ``pad_token_id``.
     - ``decode(token_ids)`` → text without special tokens; ``special_token_ids``, ``eos_token_id``,
-      ``pad_token_id``, ``vocab_size`` as their names say.
+      ``pad_token_id`` and ``vocab_size`` are what their names say.
     """
 
     eos_token_id: int
@@ -230,12 +235,7 @@ class Generator(Protocol):
 
     def select(self, state: Any, rows: torch.Tensor) -> Any: ...
 
-    def score(
-        self,
-        questions: Sequence[str],
-        passages: Sequence[Sequence[PassageText]],
-        targets: torch.Tensor,
-    ) -> torch.Tensor: ...
+    def score(self, state: Any, labels: torch.Tensor) -> torch.Tensor: ...
 
     def encode_targets(self, texts: Sequence[str]) -> torch.Tensor: ...
 
@@ -247,15 +247,16 @@ class Marginalizer(Protocol):
     """Combines per-document predictions into one answer distribution; owns loss and decoding.
 
     - ``loss(logprobs, doc_logprior, targets, pad_token_id, reduce, label_smoothing)``:
-      ``logprobs`` is ``float32 [B, k, T, V]`` (position ``t`` predicts ``targets[:, t]``),
-      ``doc_logprior`` is ``float32 [B, k]`` (``log_softmax`` of the doc scores), ``targets`` is
-      ``int64 [B, T]`` with ``pad_token_id`` where there is no token. Returns the negative
-      marginal log-likelihood, ``[]`` summed over the batch when ``reduce`` else ``[B]``;
-      ``label_smoothing`` mixes in the mean over the vocabulary as transformers' RAG does.
-      Differentiable in both ``logprobs`` and ``doc_logprior``.
+      ``logprobs`` is ``float32 [B, k, T, V]`` and position ``t`` predicts ``targets[:, t]``;
+      ``doc_logprior`` is ``float32 [B, k]`` (``log_softmax`` of the doc scores, ``-inf`` for a
+      missing document); ``targets`` is ``int64 [B, T]``, the labels shifted left by one with
+      ``pad_token_id`` appended, pad meaning no token. Returns the negative marginal
+      log-likelihood: ``[]`` summed over the batch when ``reduce``, else ``[B]``.
+      ``label_smoothing`` ε gives ``(1 - ε) · nll + ε / V · smooth`` as transformers' RAG does.
+      Differentiable in ``logprobs`` and ``doc_logprior``.
     - ``decode(generator, state, doc_logprior, settings)`` → :class:`Decoded`: the best answer
-      per question, decoding through ``generator.step``/``select`` from a state made by
-      ``generator.start`` (``B * k`` rows), batched over all questions at once.
+      per question, driving ``generator`` from a ``start`` state (``B * k`` rows), batched over
+      all questions at once. Sequences begin with ``generator.start_token_ids``.
     """
 
     def loss(

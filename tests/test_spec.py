@@ -251,7 +251,13 @@ def test_round_trip(write_spec: WriteSpec, toy_registry: Registry) -> None:
     text = spec.to_toml()
     again = load_spec(write_spec(text, "again.toml"), registry=toy_registry)
     assert again == spec
-    assert tomllib.loads(text)["generation"] == {"num_beams": 4, "max_length": 50, "min_length": 0}
+    assert tomllib.loads(text)["generation"] == {
+        "num_beams": 4,
+        "max_length": 50,
+        "min_length": 0,
+        "length_penalty": 1.0,
+        "early_stopping": False,
+    }
 
 
 @settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -42,6 +42,12 @@ class GenerationSettings(Settings):
     num_beams: int = Field(default=1, ge=1, description="beam width (1: greedy)")
     max_length: int = Field(default=50, ge=1, description="maximum generated tokens")
     min_length: int = Field(default=0, ge=0, description="minimum generated tokens before EOS")
+    length_penalty: float = Field(
+        default=1.0, description="beam scores are divided by length ** length_penalty"
+    )
+    early_stopping: bool = Field(
+        default=False, description="beam search stops once num_beams hypotheses are finished"
+    )
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ as the built-in ones.
 ```python
 from ragloom.testing import IndexContract
 
+
 class TestMyIndex(IndexContract):
     @pytest.fixture
     def index_factory(self):
@@ -15,5 +16,7 @@ turns on pytest's assertion rewriting for these suites.
 """
 
 from .index_contract import IndexContract, unit_vectors
+from .marginalizer_contract import MarginalizerContract
+from .table_generator import TableGenerator
 
-__all__ = ["IndexContract", "unit_vectors"]
+__all__ = ["IndexContract", "MarginalizerContract", "TableGenerator", "unit_vectors"]

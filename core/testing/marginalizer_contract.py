@@ -1,0 +1,188 @@
+"""The Marginalizer contract: losses and decoding every marginalizer must get right.
+
+Subclass :class:`MarginalizerContract` and provide the ``marginalizer`` fixture. The decoding
+tests drive a :class:`TableGenerator` (override the ``generator`` fixture to use another).
+Marginalizers whose decoding score is an approximation of their own likelihood (rag-sequence's
+``fast``) set ``decode_score_is_likelihood = False``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from ..protocols import Decoded, Marginalizer, PassageText
+from ..spec.model import GenerationSettings
+from ..tensors import shift_left
+from .table_generator import PAD, TableGenerator
+
+QUESTIONS = ["first question", "second question", "third question"]
+
+
+def passages_for(batch: int, k: int) -> list[list[PassageText]]:
+    """``batch`` lists of ``k`` distinct passages (ids drive the table generator's contexts)."""
+    return [
+        [PassageText(b * k + j, f"title {b} {j}", f"text {b} {j}") for j in range(k)]
+        for b in range(batch)
+    ]
+
+
+def random_prior(batch: int, k: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.log_softmax(torch.randn(batch, k, generator=generator) * 2, dim=1)
+
+
+class MarginalizerContract:
+    """Tests every :class:`ragloom.protocols.Marginalizer` must pass."""
+
+    decode_score_is_likelihood = True
+
+    @pytest.fixture
+    def marginalizer(self) -> Any:
+        raise pytest.UsageError(
+            "a MarginalizerContract subclass must define the marginalizer fixture"
+        )
+
+    @pytest.fixture
+    def generator(self) -> Any:
+        return TableGenerator()
+
+    @pytest.fixture
+    def batch(self, generator: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Log-probs ``[3, 4, 6, V]``, a prior ``[3, 4]`` and padded targets ``[3, 6]``."""
+        state = generator.start(QUESTIONS, passages_for(3, 4))
+        labels = generator.encode_targets(["t3 t4 t5 t6", "t7", "t8 t9"])
+        logprobs = generator.score(state, labels.repeat_interleave(4, dim=0))
+        logprobs = logprobs.view(3, 4, *logprobs.shape[1:])
+        return logprobs, random_prior(3, 4), shift_left(labels, PAD)
+
+    def _decode(
+        self, marginalizer: Any, generator: Any, batch: int, k: int, **settings: Any
+    ) -> Decoded:
+        state = generator.start(QUESTIONS[:batch], passages_for(batch, k))
+        prior = random_prior(batch, k)
+        decoded: Decoded = marginalizer.decode(
+            generator, state, prior, GenerationSettings(max_length=8, **settings)
+        )
+        return decoded
+
+    def test_satisfies_the_protocol(self, marginalizer: Any) -> None:
+        assert isinstance(marginalizer, Marginalizer)
+
+    def test_loss_shapes_and_reduction(self, marginalizer: Any, batch: Any) -> None:
+        logprobs, prior, targets = batch
+        per_example = marginalizer.loss(logprobs, prior, targets, PAD, reduce=False)
+        total = marginalizer.loss(logprobs, prior, targets, PAD, reduce=True)
+        assert per_example.shape == (3,) and total.shape == ()
+        assert torch.isfinite(per_example).all() and (per_example > 0).all()
+        torch.testing.assert_close(total, per_example.sum())
+
+    def test_one_document_gives_the_generators_likelihood(
+        self, marginalizer: Any, batch: Any
+    ) -> None:
+        logprobs, _, targets = batch
+        single = logprobs[:, :1]
+        gathered = single[:, 0].gather(-1, targets[..., None]).squeeze(-1)
+        expected = -gathered.masked_fill(targets == PAD, 0.0).sum(1)
+        loss = marginalizer.loss(single, torch.zeros(3, 1), targets, PAD, reduce=False)
+        torch.testing.assert_close(loss, expected)
+
+    def test_document_order_does_not_matter(self, marginalizer: Any, batch: Any) -> None:
+        logprobs, prior, targets = batch
+        order = torch.tensor([2, 0, 3, 1])
+        torch.testing.assert_close(
+            marginalizer.loss(logprobs, prior, targets, PAD, reduce=False),
+            marginalizer.loss(logprobs[:, order], prior[:, order], targets, PAD, reduce=False),
+        )
+
+    def test_missing_documents_are_ignored(self, marginalizer: Any, batch: Any) -> None:
+        logprobs, prior, targets = batch
+        padded_logprobs = torch.cat([logprobs, logprobs[:, :1].flip(-1)], dim=1)
+        padded_prior = torch.cat([prior, torch.full((3, 1), float("-inf"))], dim=1)
+        torch.testing.assert_close(
+            marginalizer.loss(logprobs, prior, targets, PAD, reduce=False),
+            marginalizer.loss(padded_logprobs, padded_prior, targets, PAD, reduce=False),
+        )
+
+    def test_gradients_reach_logprobs_and_prior(self, marginalizer: Any, batch: Any) -> None:
+        logprobs, prior, targets = batch
+        logprobs = logprobs.clone().requires_grad_(True)
+        prior = prior.clone().requires_grad_(True)
+        marginalizer.loss(logprobs, prior, targets, PAD).backward()
+        assert logprobs.grad is not None and logprobs.grad.abs().sum() > 0
+        assert prior.grad is not None and prior.grad.abs().sum() > 0
+
+    def test_label_smoothing(self, marginalizer: Any, batch: Any) -> None:
+        logprobs, prior, targets = batch
+        plain = marginalizer.loss(logprobs, prior, targets, PAD)
+        torch.testing.assert_close(
+            marginalizer.loss(logprobs, prior, targets, PAD, label_smoothing=0.0), plain
+        )
+        smoothed = marginalizer.loss(logprobs, prior, targets, PAD, label_smoothing=0.1)
+        assert torch.isfinite(smoothed) and not torch.isclose(smoothed, plain)
+
+    @pytest.mark.parametrize("num_beams", [1, 3])
+    def test_decoded_sequences_are_well_formed(
+        self, marginalizer: Any, generator: Any, num_beams: int
+    ) -> None:
+        decoded = self._decode(marginalizer, generator, 3, 4, num_beams=num_beams)
+        assert len(decoded.sequences) == 3 and decoded.scores.shape == (3,)
+        assert torch.isfinite(decoded.scores).all()
+        for sequence in decoded.sequences:
+            assert sequence[: len(generator.start_token_ids)] == generator.start_token_ids
+            assert sequence[-1] == generator.eos_token_id or len(sequence) == 8
+            assert generator.pad_token_id not in sequence
+
+    @pytest.mark.parametrize("num_beams", [1, 3])
+    def test_decoding_is_independent_of_the_batch(
+        self, marginalizer: Any, generator: Any, num_beams: int
+    ) -> None:
+        together = self._decode(marginalizer, generator, 3, 4, num_beams=num_beams)
+        for b in range(3):
+            state = generator.start(QUESTIONS[b : b + 1], passages_for(3, 4)[b : b + 1])
+            alone = marginalizer.decode(
+                generator,
+                state,
+                random_prior(3, 4)[b : b + 1],
+                GenerationSettings(max_length=8, num_beams=num_beams),
+            )
+            assert alone.sequences[0] == together.sequences[b]
+            torch.testing.assert_close(alone.scores[0], together.scores[b])
+
+    def test_one_document_greedy_follows_the_generators_argmax(
+        self, marginalizer: Any, generator: Any
+    ) -> None:
+        decoded = self._decode(marginalizer, generator, 2, 1)
+        for b, sequence in enumerate(decoded.sequences):
+            state = generator.start(QUESTIONS[b : b + 1], passages_for(2, 1)[b : b + 1])
+            tokens = list(generator.start_token_ids)
+            logprobs, state = generator.step(state, torch.tensor([tokens]))
+            while len(tokens) < 8:
+                tokens.append(int(logprobs.argmax()))
+                if tokens[-1] == generator.eos_token_id:
+                    break
+                logprobs, state = generator.step(state, torch.tensor([[tokens[-1]]]))
+            assert sequence == tokens
+
+    def test_greedy_score_is_the_answers_log_likelihood(
+        self, marginalizer: Any, generator: Any
+    ) -> None:
+        if not self.decode_score_is_likelihood:
+            pytest.skip("this marginalizer's decoding score approximates its likelihood")
+        decoded = self._decode(marginalizer, generator, 3, 4)
+        state = generator.start(QUESTIONS, passages_for(3, 4))
+        width = max(len(s) for s in decoded.sequences)
+        labels = torch.full((3, width), PAD, dtype=torch.int64)
+        for b, sequence in enumerate(decoded.sequences):
+            labels[b, : len(sequence)] = torch.tensor(sequence)
+        logprobs = generator.score(state, labels.repeat_interleave(4, dim=0))
+        loss = marginalizer.loss(
+            logprobs.view(3, 4, *logprobs.shape[1:]),
+            random_prior(3, 4),
+            shift_left(labels, PAD),
+            PAD,
+            reduce=False,
+        )
+        torch.testing.assert_close(decoded.scores, -loss)

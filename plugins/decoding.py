@@ -1,0 +1,206 @@
+"""Greedy and beam search over any next-token distribution, batched over independent problems.
+
+Both follow transformers' generate (v5) step for step, so that a marginalizer driving them gives
+the same tokens as the reference: the same logits processing (min length, forced EOS at
+``max_length``), the same beam bookkeeping (2 * beams candidates per step, finished hypotheses
+scored ``sum / generated_length ** length_penalty``, the same early-stop heuristic).
+
+The search does not know the model. It calls ``advance(tokens)`` with ``int64 [n * beams, t]``
+tokens (the whole prefix first, then one token) and gets ``float32 [n * beams, V]`` log-probs, and
+calls ``reorder(rows)`` when beams are reordered (``rows`` indexes the previous ``n * beams``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ragloom.spec import GenerationSettings
+
+Advance = Callable[[torch.Tensor], torch.Tensor]
+Reorder = Callable[[torch.Tensor], None]
+
+_NEG = -1.0e9  # transformers' "impossible" score in beam bookkeeping
+
+
+@dataclass(frozen=True)
+class Hypotheses:
+    """``r`` hypotheses for each of ``n`` problems, best first.
+
+    - ``tokens``: ``int64 [n, r, L]``, prefix included, padded with the pad id after ``lengths``;
+    - ``lengths``: ``int64 [n, r]``, tokens in each hypothesis (prefix included);
+    - ``scores``: ``float32 [n, r]``, what the search ranked by (beam: length-normalized);
+    - ``logprobs``: ``float32 [n, r]``, the summed log-probs of the tokens after the prefix.
+    """
+
+    tokens: torch.Tensor
+    lengths: torch.Tensor
+    scores: torch.Tensor
+    logprobs: torch.Tensor
+
+    def as_lists(self) -> list[list[list[int]]]:
+        """The hypotheses as token lists without padding: ``[n][r][length]``."""
+        tokens, lengths = self.tokens.tolist(), self.lengths.tolist()
+        return [
+            [row[:length] for row, length in zip(rows, row_lengths, strict=True)]
+            for rows, row_lengths in zip(tokens, lengths, strict=True)
+        ]
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """What a search needs besides the model: the spec's ``[generation]`` and the special ids."""
+
+    generation: GenerationSettings
+    prefix: Sequence[int]
+    eos_token_id: int
+    pad_token_id: int
+    forced_eos_token_id: int | None
+
+    def process(self, logprobs: torch.Tensor, length: int) -> torch.Tensor:
+        """The logits processors of transformers' generate, for sequences of ``length`` tokens."""
+        if length < self.generation.min_length:
+            logprobs = logprobs.clone()
+            logprobs[:, self.eos_token_id] = -math.inf
+        if self.forced_eos_token_id is not None and length == self.generation.max_length - 1:
+            forced = torch.full_like(logprobs, -math.inf)
+            forced[:, self.forced_eos_token_id] = 0.0
+            logprobs = forced
+        return logprobs
+
+
+def greedy_search(advance: Advance, n: int, settings: SearchSettings) -> Hypotheses:
+    """The argmax token at every step until EOS or ``max_length``; one hypothesis per problem."""
+    prefix = torch.tensor(list(settings.prefix), dtype=torch.int64)
+    max_length = settings.generation.max_length
+    tokens = torch.full((n, max(max_length, len(prefix))), settings.pad_token_id, dtype=torch.int64)
+    tokens[:, : len(prefix)] = prefix
+    lengths = torch.full((n,), len(prefix), dtype=torch.int64)
+    total = torch.zeros(n)
+    running = torch.ones(n, dtype=torch.bool)
+    length = len(prefix)
+    logprobs = advance(tokens[:, :length])
+    while length < max_length:
+        processed = settings.process(logprobs.float(), length)
+        chosen = processed.argmax(dim=-1)
+        gained = processed.gather(1, chosen[:, None]).squeeze(1)
+        total += torch.where(running, gained, torch.zeros_like(gained))
+        tokens[:, length] = torch.where(running, chosen, settings.pad_token_id)
+        lengths += running.long()
+        running &= chosen != settings.eos_token_id
+        length += 1
+        if not running.any() or length >= max_length:
+            break
+        logprobs = advance(tokens[:, length - 1 : length])
+    tokens = tokens[:, : int(lengths.max())]
+    return Hypotheses(tokens[:, None], lengths[:, None], total[:, None], total[:, None])
+
+
+def _gather(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``values[b, index[b, i], ...]`` for ``values`` of shape ``[n, m, ...]``."""
+    expanded = index.view(*index.shape, *([1] * (values.dim() - 2))).expand(
+        *index.shape, *values.shape[2:]
+    )
+    return values.gather(1, expanded)
+
+
+def beam_search(
+    advance: Advance,
+    reorder: Reorder,
+    n: int,
+    settings: SearchSettings,
+    num_return: int = 1,
+) -> Hypotheses:
+    """Beam search with ``settings.generation.num_beams`` beams for each of ``n`` problems.
+
+    The caller's state must already hold ``n * beams`` rows (problem-major). Returns the best
+    ``num_return`` finished hypotheses of each problem.
+    """
+    generation = settings.generation
+    beams, max_length = generation.num_beams, generation.max_length
+    if not 1 <= num_return <= beams:
+        raise ValueError(f"num_return must be between 1 and num_beams={beams}, got {num_return}")
+    prompt = len(settings.prefix)
+    keep = 2 * beams
+    penalty = generation.length_penalty
+
+    running = torch.full((n, beams, max_length), settings.pad_token_id, dtype=torch.int64)
+    running[:, :, :prompt] = torch.tensor(list(settings.prefix), dtype=torch.int64)
+    running_scores = torch.zeros(n, beams)
+    running_scores[:, 1:] = _NEG
+    finished = running.clone()
+    finished_scores = torch.full((n, beams), _NEG)
+    finished_logprobs = torch.full((n, beams), _NEG)
+    finished_lengths = torch.full((n, beams), prompt, dtype=torch.int64)
+    is_finished = torch.zeros(n, beams, dtype=torch.bool)
+    improvable = torch.ones(n, 1, dtype=torch.bool)
+    counts_toward_finished = torch.arange(keep) < beams
+    offsets = torch.arange(n)[:, None] * beams
+
+    length = prompt
+    logprobs = advance(running[:, :, :prompt].reshape(n * beams, prompt))
+    while True:
+        processed = settings.process(logprobs.float(), length)
+        vocab = processed.shape[-1]
+        accumulated = (processed.view(n, beams, vocab) + running_scores[:, :, None]).view(n, -1)
+        top_scores, top_index = accumulated.topk(keep, dim=1)
+        source = top_index // vocab
+        candidates = _gather(running, source)
+        candidates[:, :, length] = top_index % vocab
+        stops = (candidates[:, :, length] == settings.eos_token_id) | (length + 1 >= max_length)
+
+        continuing = top_scores + stops.float() * _NEG
+        chosen = continuing.topk(beams, dim=1).indices
+        running = _gather(candidates, chosen)
+        running_scores = _gather(continuing, chosen)
+        running_source = _gather(source, chosen)
+
+        just_finished = stops & counts_toward_finished
+        normalized = top_scores / ((length + 1 - prompt) ** penalty)
+        full = is_finished.all(dim=1, keepdim=True) & generation.early_stopping
+        normalized = normalized + full.float() * _NEG + (~improvable).float() * _NEG
+        normalized = normalized + (~just_finished).float() * _NEG
+        merged_scores = torch.cat([finished_scores, normalized], dim=1)
+        best = merged_scores.topk(beams, dim=1).indices
+        finished = _gather(torch.cat([finished, candidates], dim=1), best)
+        finished_scores = _gather(merged_scores, best)
+        finished_logprobs = _gather(torch.cat([finished_logprobs, top_scores], dim=1), best)
+        new_lengths = torch.full((n, keep), length + 1, dtype=torch.int64)
+        finished_lengths = _gather(torch.cat([finished_lengths, new_lengths], dim=1), best)
+        is_finished = _gather(torch.cat([is_finished, just_finished], dim=1), best)
+
+        length += 1
+        best_possible = running_scores[:, :1] / ((length - prompt) ** penalty)
+        worst_finished = torch.where(
+            is_finished, finished_scores.min(dim=1, keepdim=True).values, _NEG
+        )
+        improvable = improvable & (best_possible > worst_finished).any(dim=1, keepdim=True)
+        all_full = bool(is_finished.all()) and generation.early_stopping
+        if not bool(improvable.any()) or all_full or bool(stops.all()):
+            break
+        reorder((running_source + offsets).view(-1))
+        logprobs = advance(running[:, :, length - 1].reshape(n * beams, 1))
+
+    width = int(finished_lengths[:, :num_return].max())
+    return Hypotheses(
+        finished[:, :num_return, :width],
+        finished_lengths[:, :num_return],
+        finished_scores[:, :num_return],
+        finished_logprobs[:, :num_return],
+    )
+
+
+def search(
+    advance: Advance,
+    reorder: Reorder,
+    n: int,
+    settings: SearchSettings,
+    num_return: int = 1,
+) -> Hypotheses:
+    """Greedy search for one beam, beam search otherwise (as transformers' generate chooses)."""
+    if settings.generation.num_beams == 1:
+        return greedy_search(advance, n, settings)
+    return beam_search(advance, reorder, n, settings, num_return)

@@ -1,0 +1,263 @@
+"""The RAG marginalizers: rag-token (documents mixed at every token) and rag-sequence
+(documents mixed over whole answers). Each owns its loss and its decoding.
+
+Losses follow transformers' ``RagTokenForGeneration.get_nll`` and
+``RagSequenceForGeneration.get_nll`` (hf_rag.md §6). One deliberate difference: rag-sequence adds
+the document prior once per sequence; the reference adds it at target position 1, where it is lost
+when that position is padding (a target of a single token).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from ragloom.context import BuildContext
+from ragloom.protocols import Decoded, Generator
+from ragloom.spec import GenerationSettings
+from ragloom.tensors import shift_left
+
+from .decoding import Hypotheses, SearchSettings, search
+
+_RESCORE_BUDGET = 64 * 2**20
+"""Log-prob values (float32) one rescoring chunk may hold: 256 MiB."""
+
+
+def _search_settings(generator: Generator, settings: GenerationSettings) -> SearchSettings:
+    return SearchSettings(
+        generation=settings,
+        prefix=generator.start_token_ids,
+        eos_token_id=generator.eos_token_id,
+        pad_token_id=generator.pad_token_id,
+        forced_eos_token_id=getattr(generator, "forced_eos_token_id", None),
+    )
+
+
+def _smoothed(nll: torch.Tensor, smooth: torch.Tensor, epsilon: float, vocab: int) -> torch.Tensor:
+    return (1.0 - epsilon) * nll + (epsilon / vocab) * smooth
+
+
+class RagToken:
+    """rag-token: ``p(y|x) = Π_t Σ_z p(z|x) p(y_t | x, z, y_<t)``."""
+
+    class Params(BaseModel):
+        """rag-token takes no parameters; decoding follows ``[generation]``."""
+
+        model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __init__(self, params: Params | None = None) -> None:
+        self.params = params or self.Params()
+
+    @classmethod
+    def from_spec(cls, params: Any, context: BuildContext, **children: Any) -> RagToken:
+        return cls(params)
+
+    @staticmethod
+    def mix(logprobs: torch.Tensor, doc_logprior: torch.Tensor) -> torch.Tensor:
+        """``log Σ_z p(z|x) p(·|z)``: ``[B, k, ..., V]`` and ``[B, k]`` → ``[B, ..., V]``."""
+        prior = doc_logprior.view(*doc_logprior.shape, *([1] * (logprobs.dim() - 2)))
+        return torch.logsumexp(logprobs + prior, dim=1)
+
+    def loss(
+        self,
+        logprobs: torch.Tensor,
+        doc_logprior: torch.Tensor,
+        targets: torch.Tensor,
+        pad_token_id: int,
+        reduce: bool = True,
+        label_smoothing: float = 0.0,
+    ) -> torch.Tensor:
+        mixed = self.mix(logprobs, doc_logprior)  # [B, T, V]
+        keep = targets != pad_token_id
+        likelihood = mixed.gather(-1, targets[..., None]).squeeze(-1).masked_fill(~keep, 0.0)
+        smooth = mixed.sum(-1).masked_fill(~keep, 0.0)
+        nll, smooth_loss = -likelihood.sum(1), -smooth.sum(1)
+        if reduce:
+            nll, smooth_loss = nll.sum(), smooth_loss.sum()
+        return _smoothed(nll, smooth_loss, label_smoothing, logprobs.shape[-1])
+
+    def decode(
+        self,
+        generator: Generator,
+        state: Any,
+        doc_logprior: torch.Tensor,
+        settings: GenerationSettings,
+    ) -> Decoded:
+        batch, k = doc_logprior.shape
+        beams = settings.num_beams
+        rows = torch.arange(batch * k).view(batch, 1, k).expand(batch, beams, k).reshape(-1)
+        current = {"state": generator.select(state, rows)}
+        prior = doc_logprior.repeat_interleave(beams, dim=0)
+
+        def advance(tokens: torch.Tensor) -> torch.Tensor:
+            logprobs, current["state"] = generator.step(
+                current["state"], tokens.repeat_interleave(k, dim=0)
+            )
+            mixed = self.mix(logprobs.view(-1, k, logprobs.shape[-1]).float(), prior)
+            return torch.log_softmax(mixed, dim=-1)
+
+        def reorder(beam_rows: torch.Tensor) -> None:
+            doc_rows = (beam_rows[:, None] * k + torch.arange(k)).view(-1)
+            current["state"] = generator.select(current["state"], doc_rows)
+
+        found = search(advance, reorder, batch, _search_settings(generator, settings))
+        return Decoded([rows[0] for rows in found.as_lists()], found.scores[:, 0])
+
+
+class RagSequence:
+    """rag-sequence: ``p(y|x) = Σ_z p(z|x) Π_t p(y_t | x, z, y_<t)``.
+
+    Decoding runs a beam search per document, pools the hypotheses of a question's documents, and
+    ranks them by their marginal probability. ``thorough`` computes ``p(y|x,z)`` of every pooled
+    hypothesis under every document (as transformers does); ``fast`` takes ``p(y|x,z)`` from
+    document ``z``'s own beam and treats it as 0 where ``y`` was not in that beam (the paper's
+    approximation: no extra forward pass).
+    """
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid", frozen=True)
+        decoding: Literal["thorough", "fast"] = Field(
+            default="thorough", description="how pooled hypotheses are scored (see above)"
+        )
+        deduplicate: bool = Field(
+            default=True, description="pool identical hypotheses of different documents once"
+        )
+
+    def __init__(self, params: Params | None = None) -> None:
+        self.params = params or self.Params()
+
+    @classmethod
+    def from_spec(cls, params: Any, context: BuildContext, **children: Any) -> RagSequence:
+        return cls(params)
+
+    @staticmethod
+    def sequence_loglik(
+        logprobs: torch.Tensor, targets: torch.Tensor, pad_token_id: int, skip: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-document ``log p(y|x,z)`` and the smoothing sum, both ``[..., k]``.
+
+        ``logprobs`` is ``[..., k, T, V]``, ``targets`` ``[..., T]`` (broadcast over documents);
+        the first ``skip`` positions are left out of the likelihood (forced tokens).
+        """
+        targets = targets.unsqueeze(-2).expand(*logprobs.shape[:-1])
+        keep = targets != pad_token_id
+        likelihood = logprobs.gather(-1, targets[..., None]).squeeze(-1).masked_fill(~keep, 0.0)
+        smooth = logprobs.sum(-1).masked_fill(~keep, 0.0)
+        return likelihood[..., skip:].sum(-1), smooth.sum(-1)
+
+    def loss(
+        self,
+        logprobs: torch.Tensor,
+        doc_logprior: torch.Tensor,
+        targets: torch.Tensor,
+        pad_token_id: int,
+        reduce: bool = True,
+        label_smoothing: float = 0.0,
+    ) -> torch.Tensor:
+        likelihood, smooth = self.sequence_loglik(logprobs, targets, pad_token_id)
+        vocab = logprobs.shape[-1]
+        nll = -torch.logsumexp(likelihood + doc_logprior, dim=1)
+        smooth_loss = -torch.logsumexp(smooth + vocab * doc_logprior, dim=1)
+        if reduce:
+            nll, smooth_loss = nll.sum(), smooth_loss.sum()
+        return _smoothed(nll, smooth_loss, label_smoothing, vocab)
+
+    def decode(
+        self,
+        generator: Generator,
+        state: Any,
+        doc_logprior: torch.Tensor,
+        settings: GenerationSettings,
+    ) -> Decoded:
+        batch, k = doc_logprior.shape
+        beams = settings.num_beams
+        rows = torch.arange(batch * k).repeat_interleave(beams)
+        current = {"state": generator.select(state, rows)}
+
+        def advance(tokens: torch.Tensor) -> torch.Tensor:
+            logprobs, current["state"] = generator.step(current["state"], tokens)
+            return logprobs.float()
+
+        def reorder(beam_rows: torch.Tensor) -> None:
+            current["state"] = generator.select(current["state"], beam_rows)
+
+        found = search(advance, reorder, batch * k, _search_settings(generator, settings), beams)
+        pools = self._pool(found, doc_logprior)
+        if self.params.decoding == "fast":
+            scores = self._fast_scores(pools, found, doc_logprior)
+        else:
+            scores = self._thorough_scores(pools, generator, state, doc_logprior)
+        sequences, best_scores = [], []
+        for pool, pool_scores in zip(pools, scores, strict=True):
+            best = int(torch.argmax(pool_scores))
+            sequences.append(pool[best])
+            best_scores.append(pool_scores[best])
+        return Decoded(sequences, torch.stack(best_scores))
+
+    def _pool(self, found: Hypotheses, doc_logprior: torch.Tensor) -> list[list[list[int]]]:
+        """Each question's hypotheses from its documents, in document then beam order."""
+        batch, k = doc_logprior.shape
+        per_row = found.as_lists()
+        pools = []
+        for b in range(batch):
+            pool: list[list[int]] = []
+            for j in range(k):
+                if torch.isneginf(doc_logprior[b, j]):
+                    continue
+                for hypothesis in per_row[b * k + j]:
+                    if not (self.params.deduplicate and hypothesis in pool):
+                        pool.append(hypothesis)
+            pools.append(pool)
+        return pools
+
+    @staticmethod
+    def _fast_scores(
+        pools: list[list[list[int]]], found: Hypotheses, doc_logprior: torch.Tensor
+    ) -> list[torch.Tensor]:
+        k = doc_logprior.shape[1]
+        per_row = found.as_lists()
+        scores = []
+        for b, pool in enumerate(pools):
+            joint = torch.full((len(pool), k), float("-inf"))
+            for j in range(k):
+                beam = {tuple(h): i for i, h in reversed(list(enumerate(per_row[b * k + j])))}
+                for c, hypothesis in enumerate(pool):
+                    if tuple(hypothesis) in beam:
+                        joint[c, j] = found.logprobs[b * k + j, beam[tuple(hypothesis)]]
+            scores.append(torch.logsumexp(joint + doc_logprior[b].float(), dim=1))
+        return scores
+
+    def _thorough_scores(
+        self,
+        pools: list[list[list[int]]],
+        generator: Generator,
+        state: Any,
+        doc_logprior: torch.Tensor,
+    ) -> list[torch.Tensor]:
+        """``log Σ_z p(z|x) p(y|x,z)`` of every pooled hypothesis, scored in batched chunks."""
+        k = doc_logprior.shape[1]
+        pad = generator.pad_token_id
+        skip = len(generator.start_token_ids) - 1
+        owners = [b for b, pool in enumerate(pools) for _ in pool]
+        hypotheses = [h for pool in pools for h in pool]
+        width = max(len(h) for h in hypotheses)
+        labels = torch.full((len(hypotheses), width), pad, dtype=torch.int64)
+        for i, hypothesis in enumerate(hypotheses):
+            labels[i, : len(hypothesis)] = torch.tensor(hypothesis)
+        targets = shift_left(labels, pad)
+        owner = torch.tensor(owners)
+        chunk = max(1, _RESCORE_BUDGET // max(1, k * width * generator.vocab_size))
+        likelihoods = []
+        for start in range(0, len(hypotheses), chunk):
+            part = slice(start, start + chunk)
+            rows = (owner[part, None] * k + torch.arange(k)).view(-1)
+            logprobs = generator.score(
+                generator.select(state, rows), labels[part].repeat_interleave(k, dim=0)
+            )
+            logprobs = logprobs.float().view(-1, k, width, logprobs.shape[-1])
+            likelihood, _ = self.sequence_loglik(logprobs, targets[part], pad, skip)
+            likelihoods.append(likelihood)
+        marginal = torch.logsumexp(torch.cat(likelihoods) + doc_logprior[owner].float(), dim=1)
+        return list(marginal.split([len(pool) for pool in pools]))

@@ -1,0 +1,121 @@
+"""Greedy and beam search give transformers' own generate() results on a real (tiny) BART."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import BartConfig, BartForConditionalGeneration
+
+from ragloom.plugins.decoding import SearchSettings, search
+from ragloom.spec import GenerationSettings
+
+PAD, BOS, EOS = 1, 0, 2
+
+
+@pytest.fixture(scope="module")
+def bart() -> BartForConditionalGeneration:
+    torch.manual_seed(0)
+    config = BartConfig(
+        vocab_size=40,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_position_embeddings=64,
+        pad_token_id=PAD,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+        decoder_start_token_id=EOS,
+        forced_eos_token_id=EOS,
+        init_std=0.3,
+    )
+    return BartForConditionalGeneration(config).eval()
+
+
+@pytest.fixture(scope="module")
+def inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, 40, (3, 7), generator=generator)
+    mask = torch.ones_like(ids)
+    ids[1, 5:], mask[1, 5:] = PAD, 0
+    ids[2, 3:], mask[2, 3:] = PAD, 0
+    return ids, mask
+
+
+class BartDriver:
+    """Feeds our search's tokens to BART without a cache (the whole sequence every step)."""
+
+    def __init__(
+        self, model: BartForConditionalGeneration, ids: torch.Tensor, mask: torch.Tensor, beams: int
+    ):
+        self.model, self.mask = model, mask
+        self.encoded = model.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+        self.rows = torch.arange(len(ids)).repeat_interleave(beams)
+        self.sequences = torch.zeros(len(self.rows), 0, dtype=torch.int64)
+
+    def advance(self, tokens: torch.Tensor) -> torch.Tensor:
+        self.sequences = torch.cat([self.sequences, tokens], dim=1)
+        out = self.model(
+            encoder_outputs=(self.encoded[self.rows],),
+            attention_mask=self.mask[self.rows],
+            decoder_input_ids=self.sequences,
+        )
+        return torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        self.rows, self.sequences = self.rows[rows], self.sequences[rows]
+
+
+@pytest.mark.parametrize(
+    ("num_beams", "length_penalty", "early_stopping", "min_length", "num_return"),
+    [
+        (1, 1.0, False, 0, 1),
+        (4, 1.0, False, 0, 1),
+        (4, 1.0, False, 0, 4),
+        (3, 2.0, True, 5, 2),
+        (2, 0.5, False, 0, 1),
+    ],
+)
+def test_search_matches_transformers_generate(
+    bart, inputs, num_beams, length_penalty, early_stopping, min_length, num_return
+) -> None:  # type: ignore[no-untyped-def]
+    ids, mask = inputs
+    settings = GenerationSettings(
+        num_beams=num_beams,
+        max_length=12,
+        min_length=min_length,
+        length_penalty=length_penalty,
+        early_stopping=early_stopping,
+    )
+    with torch.inference_mode():
+        expected = bart.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            num_beams=num_beams,
+            max_length=12,
+            min_length=min_length,
+            length_penalty=length_penalty,
+            early_stopping=early_stopping,
+            num_return_sequences=num_return,
+            do_sample=False,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+        driver = BartDriver(bart, ids, mask, num_beams)
+        found = search(
+            driver.advance,
+            driver.reorder,
+            len(ids),
+            SearchSettings(settings, [EOS], EOS, PAD, EOS),
+            num_return,
+        )
+    ours = [hypothesis for rows in found.as_lists() for hypothesis in rows]
+    theirs = [[t for t in row if t != PAD] for row in expected.sequences.tolist()]
+    assert ours == theirs
+    if num_beams > 1:
+        torch.testing.assert_close(
+            found.scores.reshape(-1), expected.sequences_scores, rtol=1e-5, atol=1e-5
+        )
