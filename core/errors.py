@@ -49,3 +49,15 @@ class PluginLoadError(RagloomError):
 
 class MissingComponentError(RagloomError):
     """A pipeline method called on a pipeline whose spec lacks a component it needs."""
+
+
+class IndexFileError(RagloomError):
+    """A saved index or knowledge base that is missing, truncated, corrupt or of another kind."""
+
+
+class IndexBuildError(RagloomError):
+    """An index that cannot be built with the given parameters and data."""
+
+
+class MismatchError(RagloomError):
+    """A knowledge base or index used with an encoder or passages other than its own."""

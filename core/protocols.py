@@ -136,29 +136,46 @@ class Index(Protocol):
 
     Indexes speak numpy so that index plugins need no torch.
 
+    - ``create(dim, params)`` makes an empty index from the validated ``Params`` of its spec table.
+      ``search_params`` names the keys of ``Params`` that only affect searching (``nprobe``,
+      ``ef``); the others decide what is built, and a saved index is reused only under them.
+    - ``train(sample)``: ``float32 [n, d]`` vectors to learn from (quantizers, coarse centroids);
+      a no-op for indexes that learn nothing. ``add`` before a needed ``train`` raises.
     - ``add(vectors, ids)``: ``float32 [N, d]`` and ``int64 [N]`` (the passage row ids).
     - ``search(queries, k)`` → ``(scores float32 [B, k], ids int64 [B, k])``, best first. When
-      fewer than ``k`` vectors exist, the missing places hold id ``-1`` and score ``-inf``.
+      fewer than ``k`` vectors exist, the missing places hold id ``-1`` and score ``-inf``. Safe
+      to call from several threads at once, also while another thread adds.
+    - ``tune(params)`` applies the search-time keys of ``params`` to a built or loaded index.
     - ``reconstruct(ids)`` → ``float32 [len(ids), d]``, the vectors as stored (lossy for
-      compressed indexes).
-    - ``create(dim, params)`` makes an empty index with the validated ``Params`` of its spec table.
+      compressed indexes); an unknown id raises ``KeyError``.
     - ``save(directory)`` writes atomically: a crash never leaves a directory that loads half an
-      index. ``load(directory)`` is its inverse.
-    - ``ntotal``: vectors held; ``memory_bytes()``: resident size of the index structures.
+      index. ``load(directory)`` is its inverse; a truncated or corrupt directory raises a
+      :class:`ragloom.errors.RagloomError` saying so, never crashes the process.
+    - ``ntotal``: vectors held; ``memory_bytes()``: resident size of the index structures;
+      ``estimate(n, dim, params)``: the bytes ``n`` vectors will take, known before building
+      (within 20% of ``memory_bytes()``).
     """
 
     metric: str
     dim: int
+    search_params: ClassVar[frozenset[str]]
 
     @classmethod
     def create(cls, dim: int, params: Any) -> Index: ...
 
+    @classmethod
+    def estimate(cls, n: int, dim: int, params: Any) -> int: ...
+
     @property
     def ntotal(self) -> int: ...
+
+    def train(self, sample: np.ndarray) -> None: ...
 
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None: ...
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def tune(self, params: Any) -> None: ...
 
     def reconstruct(self, ids: np.ndarray) -> np.ndarray: ...
 

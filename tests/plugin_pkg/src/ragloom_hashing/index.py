@@ -12,6 +12,7 @@ from ragloom import atomic
 
 class NumpyFlatIndex:
     metric = "ip"
+    search_params = frozenset()
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -25,6 +26,16 @@ class NumpyFlatIndex:
     @classmethod
     def create(cls, dim, params):
         return cls(dim)
+
+    @classmethod
+    def estimate(cls, n, dim, params):
+        return n * (dim * 4 + 8)
+
+    def train(self, sample):
+        """Brute force learns nothing."""
+
+    def tune(self, params):
+        """Brute force has no search-time parameters."""
 
     @property
     def ntotal(self):
