@@ -12,6 +12,7 @@ so search maps faiss' positions to ids and ``reconstruct`` maps ids back to posi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from abc import ABC, abstractmethod
@@ -40,6 +41,16 @@ log = logging.getLogger(__name__)
 
 INDEX_FILE = "index.faiss"
 MIN_POINTS_PER_CENTROID = 39  # faiss warns below this many training points per centroid
+
+
+def faiss_reason(error: RuntimeError) -> str:
+    """The human part of a faiss exception ("Error in <C++ signature> at <file>: <reason>")."""
+    text = " ".join(str(error).split())
+    for marker in ("failed: ", "Error: "):
+        if marker in text:
+            text = text.rsplit(marker, 1)[1]
+            break
+    return text.rstrip(".") + "."
 
 
 class FaissIndex(ABC):
@@ -74,9 +85,8 @@ class FaissIndex(ABC):
         try:
             return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as error:
-            reason = str(error).strip().splitlines()[-1]
             raise IndexBuildError(
-                f'faiss cannot build "{factory}" for dimension {dim}: {reason}'
+                f'faiss cannot build "{factory}" for dimension {dim}: {faiss_reason(error)}'
             ) from None
 
     @classmethod
@@ -89,8 +99,9 @@ class FaissIndex(ABC):
     def estimate(cls, n: int, dim: int, params: Any) -> int:
         """Bytes ``n`` vectors of ``dim`` will take in this index."""
 
+    @abstractmethod
     def _tune(self, params: Any) -> None:
-        """Apply search-time parameters to ``self._index`` (none by default)."""
+        """Apply the search-time parameters of ``params`` to ``self._index``."""
 
     def tune(self, params: Any) -> None:
         with self._lock.writing():
@@ -120,10 +131,10 @@ class FaissIndex(ABC):
             try:
                 self._index.train(matrix)
             except RuntimeError as error:
-                reason = str(error).strip().splitlines()[-1]
                 raise IndexBuildError(
                     f'{self.type_name}: training "{factory}" on {len(matrix)} vectors failed: '
-                    f"{reason}. Use more vectors or a smaller factory (fewer PQ bits/lists)."
+                    f"{faiss_reason(error)} Use more vectors or a smaller factory (fewer PQ "
+                    f"bits or lists)."
                 ) from None
             self._trained_factory = factory
             self._make_direct_map()
@@ -131,10 +142,8 @@ class FaissIndex(ABC):
     def _make_direct_map(self) -> None:
         import faiss
 
-        try:
+        with contextlib.suppress(RuntimeError):  # not IVF: positions are direct already
             faiss.extract_index_ivf(self._index).make_direct_map()
-        except RuntimeError:
-            pass  # not an IVF index: positions are direct already
 
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         matrix = as_matrix(vectors, self.dim, "vectors")
@@ -204,9 +213,8 @@ class FaissIndex(ABC):
         try:
             index = faiss.read_index(str(directory / INDEX_FILE))
         except RuntimeError as error:
-            lines = str(error).strip().splitlines() or ["unreadable"]
             raise IndexFileError(
-                f"{directory / INDEX_FILE} is truncated or corrupt ({lines[-1]}). "
+                f"{directory / INDEX_FILE} is truncated or corrupt ({faiss_reason(error)}) "
                 f"Build the index again."
             ) from None
         if index.ntotal != meta.get("ntotal") or index.d != meta.get("dim"):
@@ -233,6 +241,9 @@ class FaissExactIndex(FaissIndex):
     @classmethod
     def _factory(cls, params: Any, n_train: int | None) -> str:
         return "Flat"
+
+    def _tune(self, params: Any) -> None:
+        """Exact search has no search-time parameters."""
 
     @classmethod
     def estimate(cls, n: int, dim: int, params: Any) -> int:

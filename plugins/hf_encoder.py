@@ -129,11 +129,13 @@ class HFEncoder:
 
     def __init__(self, params: Params, base_dir: Path | None = None) -> None:
         self.params = params
-        resolve = (lambda p: (base_dir / p).resolve()) if base_dir else (lambda p: Path(p))
-        query_dir = resolve(Path(params.path).expanduser())
-        passage_dir = (
-            resolve(Path(params.passage_path).expanduser()) if params.passage_path else None
-        )
+
+        def resolve(path: str) -> Path:
+            expanded = Path(path).expanduser()
+            return (base_dir / expanded).resolve() if base_dir else expanded
+
+        query_dir = resolve(params.path)
+        passage_dir = resolve(params.passage_path) if params.passage_path else None
         self.query_tower = Tower(query_dir, params.pooling, params.max_length, params.device)
         self.passage_tower = (
             Tower(passage_dir, params.pooling, params.max_length, params.device)

@@ -72,10 +72,8 @@ def test_plugins_lists_builtins_with_their_distribution(capsys: pytest.CaptureFi
     assert out.splitlines()[0].split() == ["KIND", "NAME", "DISTRIBUTION", "VERSION", "DESCRIPTION"]
     assert any(line.split()[:3] == ["index", "faiss-exact", "ragloom"] for line in out.splitlines())
     status, out, _ = run(capsys, "plugins", "--json")
-    rows = json.loads(out)
-    assert {"kind": "index", "name": "faiss-exact", "distribution": "ragloom"}.items() <= rows[
-        0
-    ].items()
+    rows = {(row["kind"], row["name"]): row for row in json.loads(out)}
+    assert rows[("index", "faiss-exact")]["distribution"] == "ragloom"
 
 
 def test_demo_shows_the_registry_and_the_example(capsys: pytest.CaptureFixture[str]) -> None:

@@ -100,7 +100,7 @@ def test_bad_factory_is_a_clear_error() -> None:
 
 def test_too_few_vectors_for_the_quantizer() -> None:
     index = FaissCompressedIndex.create(16, FaissCompressedIndex.Params(factory="IVF1,PQ4"))
-    with pytest.raises(IndexBuildError, match="training .* on 100 vectors failed"):
+    with pytest.raises(IndexBuildError, match=r"training .* on 100 vectors failed"):
         index.train(unit_vectors(100, 16))
 
 

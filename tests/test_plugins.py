@@ -71,7 +71,7 @@ def test_an_entry_point_plugin_registers_with_its_distribution(
         "ragloom-fake",
         "1.2.3",
     )
-    assert registry.names("index") == ["faiss-exact"], "built-ins load beside plugins"
+    assert "faiss-exact" in registry.names("index"), "built-ins load beside plugins"
 
 
 def test_import_errors_propagate_with_the_plugins_name(entry_points: list[FakeEntryPoint]) -> None:

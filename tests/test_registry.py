@@ -17,8 +17,9 @@ def test_unknown_name_suggests_and_lists(registry: Registry) -> None:
         registry.load("index", "faiss_exact")
     assert str(excinfo.value) == (
         '"faiss_exact" is not a registered index type. Did you mean "faiss-exact"? '
-        "Registered index types: faiss-exact. If it comes from a plugin, install the plugin; "
-        "`ragloom plugins` lists what is registered."
+        "Registered index types: faiss-compressed, faiss-exact, faiss-hnsw-sq8, hnsw. "
+        "If it comes from a plugin, install the plugin; `ragloom plugins` lists what is "
+        "registered."
     )
 
 
@@ -83,5 +84,5 @@ def test_every_builtin_loads_and_has_a_parameter_schema(registry: Registry, kind
         assert component.Params.model_config.get("extra") == "forbid"
         assert entry.description, f"{kind} {entry.name} has no description"
         if kind == "index":
-            index = component.create(4, component.Params())
+            index = component.create(128, component.Params())
             assert isinstance(index, KIND_PROTOCOLS[kind])

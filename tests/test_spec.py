@@ -112,7 +112,10 @@ def test_misspelled_component_name_suggests_the_registered_one(
         in message
     )
     assert 'Did you mean "faiss-exact"?' in message
-    assert "Registered index types: faiss-exact, needs-missing." in message
+    assert (
+        "Registered index types: faiss-compressed, faiss-exact, faiss-hnsw-sq8, hnsw, "
+        "needs-missing." in message
+    )
     assert "`ragloom plugins` lists what is registered" in message
 
 

@@ -97,4 +97,4 @@ def test_the_plugins_own_keys_are_validated(site: Path, tmp_path: Path) -> None:
 def test_the_plugin_passes_the_index_contract(site: Path) -> None:
     result = python(site, "-m", "pytest", "-q", "-p", "no:cacheprovider", cwd=PACKAGE)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "11 passed" in result.stdout
+    assert "14 passed" in result.stdout
