@@ -57,6 +57,23 @@ def recover_directory(target: Path) -> None:
         os.rename(asides[-1], target)
 
 
+def replace_directory(source: Path, target: Path) -> None:
+    """Flush ``source`` to disk and rename it to ``target`` (same file system), replacing it."""
+    recover_directory(target)
+    for root, _, files in os.walk(source):
+        for name in files:
+            _fsync_path(Path(root) / name)
+        _fsync_path(Path(root))
+    if target.exists():
+        aside = target.with_name(f".{target.name}{_ASIDE}{uuid.uuid4().hex}")
+        os.rename(target, aside)
+        os.rename(source, target)
+        shutil.rmtree(aside)
+    else:
+        os.rename(source, target)
+    _fsync_path(target.parent)
+
+
 @contextmanager
 def directory(target: Path) -> Iterator[Path]:
     """Yield an empty temporary directory that replaces ``target`` when the block succeeds.
@@ -64,22 +81,10 @@ def directory(target: Path) -> Iterator[Path]:
     If the block raises, or the process dies, ``target`` is left as it was.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    recover_directory(target)
     temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield temporary
-        for root, _, files in os.walk(temporary):
-            for name in files:
-                _fsync_path(Path(root) / name)
-        _fsync_path(temporary)
-        if target.exists():
-            aside = target.with_name(f".{target.name}{_ASIDE}{uuid.uuid4().hex}")
-            os.rename(target, aside)
-            os.rename(temporary, target)
-            shutil.rmtree(aside)
-        else:
-            os.rename(temporary, target)
-        _fsync_path(target.parent)
+        replace_directory(temporary, target)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise

@@ -13,12 +13,13 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
+from .commands import index as index_commands
+from .commands import kb as kb_commands
+from .commands.common import add_set_option, component_lines, spec_from_args, table_lines
 from .errors import RagloomError
 from .plugin_manager import get_registry
-from .spec import ComponentSpec, Spec, load_spec, parse_assignment
+from .spec import load_spec
 
 EXAMPLE_SPEC = "rag_token.toml"
 
@@ -28,24 +29,6 @@ def _version() -> str:
         return importlib.metadata.version("ragloom")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
-
-
-def _overrides(assignments: Sequence[str]) -> dict[str, Any]:
-    return dict(parse_assignment(text) for text in assignments)
-
-
-def _component_lines(spec: Spec) -> list[str]:
-    rows: list[tuple[str, str]] = []
-
-    def visit(path: str, component: ComponentSpec) -> None:
-        rows.append((f"[{path}]", component.type))
-        for key, child in component.children.items():
-            visit(f"{path}.{key}", child)
-
-    for table, component in spec.components.items():
-        visit(table, component)
-    width = max((len(table) for table, _ in rows), default=0)
-    return [f"  {table:<{width}}  {name}" for table, name in rows]
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -66,29 +49,19 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         ]
         print(json.dumps(rows, indent=2))
         return 0
-    header = ("KIND", "NAME", "DISTRIBUTION", "VERSION", "DESCRIPTION")
-    table = [
-        (
-            e.kind,
-            e.name,
-            e.owner.distribution,
-            e.owner.version,
-            e.description + (f"  [needs: {e.install}]" if e.missing_modules() else ""),
-        )
-        for e in entries
-    ]
-    widths = [max(len(row[i]) for row in [header, *table]) for i in range(4)]
-    for row in [header, *table]:
-        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4])
+    table = [("KIND", "NAME", "DISTRIBUTION", "VERSION", "DESCRIPTION")]
+    for e in entries:
+        needs = f"  [needs: {e.install}]" if e.missing_modules() else ""
+        table.append((e.kind, e.name, e.owner.distribution, e.owner.version, e.description + needs))
+    print("\n".join(table_lines(table)))
     return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Validate a spec: schema, registry resolution, every component's parameters."""
-    spec = load_spec(Path(args.spec), _overrides(args.set))
+    spec = spec_from_args(args.spec, args.set)
     print(f"{args.spec}: valid (schema 1, n_docs {spec.pipeline.n_docs})")
-    for line in _component_lines(spec):
-        print(line)
+    print("\n".join(component_lines(spec)))
     return 0
 
 
@@ -101,8 +74,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"\nThe bundled example spec ({EXAMPLE_SPEC}):")
         spec = load_spec(path)
         print(f"  valid; n_docs {spec.pipeline.n_docs}")
-        for line in _component_lines(spec):
-            print(line)
+        print("\n".join(component_lines(spec)))
     return 0
 
 
@@ -120,17 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check a spec without loading anything heavy")
     validate.add_argument("spec", help="path to a TOML spec")
-    validate.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="override a key, e.g. --set retriever.index.type=hnsw (repeatable)",
-    )
+    add_set_option(validate)
     validate.set_defaults(handler=cmd_validate)
 
     demo = commands.add_parser("demo", help="the main job on the embedded default knowledge base")
     demo.set_defaults(handler=cmd_demo)
+
+    kb_commands.add_to(commands)
+    index_commands.add_to(commands)
     return parser
 
 

@@ -32,6 +32,7 @@ class Pipeline:
         self.registry = registry
         self.context = BuildContext(base_dir=spec.base_dir, pipeline=spec.pipeline)
         self._built: dict[str, Any] = {}
+        self._checked_compatibility = False
 
     @classmethod
     def from_spec(
@@ -76,6 +77,13 @@ class Pipeline:
         return self._built[table]
 
     def _build(self, declared: ComponentSpec) -> Any:
+        """Build a component, never in inference mode (its weights may be trained later)."""
+        import torch
+
+        with torch.inference_mode(False):
+            return self._build_now(declared)
+
+    def _build_now(self, declared: ComponentSpec) -> Any:
         children = {
             key: Declared(child.type, self.registry.load(child.kind, child.type), child.params)
             for key, child in declared.children.items()
@@ -111,7 +119,10 @@ class Pipeline:
 
     def retrieve(self, questions: Sequence[str], k: int | None = None) -> Retrieved:
         """The ``k`` (default ``[pipeline] n_docs``) best passages for each question."""
-        _, retrieved = self._retrieve(questions, k)
+        import torch
+
+        with torch.inference_mode():
+            _, retrieved = self._retrieve(questions, k)
         return retrieved
 
     def generate(self, questions: Sequence[str], **generation: Any) -> list[Answer]:
@@ -180,6 +191,11 @@ class Pipeline:
         if isinstance(questions, str):
             raise TypeError("questions must be a list of strings, not one string")
         encoder, retriever = self.encoder, self.retriever
+        if not self._checked_compatibility:
+            check = getattr(retriever, "check_encoder", None)
+            if check is not None:
+                check(encoder)
+            self._checked_compatibility = True
         queries = encoder.encode_queries(questions)
         return queries, retriever.retrieve(queries.detach(), k or self.spec.pipeline.n_docs)
 

@@ -331,11 +331,13 @@ def _codebook_bytes(payload: str, dim: int) -> int:
     return 0
 
 
-class FaissHnswSq8Index(FaissIndex):
-    """HNSW graph over 8-bit scalar-quantized vectors (the wiki_dpr "exact" file's format)."""
+class FaissHnswIndex(FaissIndex):
+    """faiss HNSW graph over full float32 vectors (the index transformers' KB recipe builds)."""
 
-    type_name = "faiss-hnsw-sq8"
+    type_name = "faiss-hnsw"
     search_params = frozenset({"ef_search"})
+    bytes_per_dimension = 4
+    storage = ""
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid", frozen=True)
@@ -345,7 +347,7 @@ class FaissHnswSq8Index(FaissIndex):
 
     @classmethod
     def _factory(cls, params: Any, n_train: int | None) -> str:
-        return f"HNSW{params.M},SQ8"
+        return f"HNSW{params.M}{cls.storage}"
 
     def _tune(self, params: Any) -> None:
         import faiss
@@ -356,6 +358,15 @@ class FaissHnswSq8Index(FaissIndex):
 
     @classmethod
     def estimate(cls, n: int, dim: int, params: Any) -> int:
-        links = 2 * params.M * 4 * (1 + 1 / (2 * (params.M - 1) if params.M > 1 else 1))
-        per_vector = dim + links + 4 + 8 + 8  # SQ8 code, links, level, offset, passage id
+        # level 0 holds 2M links, upper levels M for ~1/(M-1) of the vectors
+        links = 4 * (2 * params.M + params.M / max(params.M - 1, 1))
+        per_vector = dim * cls.bytes_per_dimension + links + 4 + 8 + 8  # +level, offset, id
         return int(n * per_vector) + 2 * dim * 4 + 1024
+
+
+class FaissHnswSq8Index(FaissHnswIndex):
+    """HNSW graph over 8-bit scalar-quantized vectors (the wiki_dpr "exact" file's format)."""
+
+    type_name = "faiss-hnsw-sq8"
+    bytes_per_dimension = 1
+    storage = ",SQ8"

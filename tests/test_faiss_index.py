@@ -12,6 +12,7 @@ from ragloom.errors import IndexBuildError, IndexFileError
 from ragloom.plugins.faiss_index import (
     FaissCompressedIndex,
     FaissExactIndex,
+    FaissHnswIndex,
     FaissHnswSq8Index,
 )
 from ragloom.testing import IndexContract, unit_vectors
@@ -36,6 +37,12 @@ class TestFaissCompressedHnswQuantizerContract(IndexContract):
     corpus_size = 2000
     min_recall_at_10 = 0.2
     reconstruct_atol = 0.5
+
+
+class TestFaissHnswContract(IndexContract):
+    index_class = FaissHnswIndex
+    params = FaissHnswIndex.Params(M=16, ef_search=64)
+    min_recall_at_10 = 0.9
 
 
 class TestFaissHnswSq8Contract(IndexContract):

@@ -17,7 +17,7 @@ def test_unknown_name_suggests_and_lists(registry: Registry) -> None:
         registry.load("index", "faiss_exact")
     assert str(excinfo.value) == (
         '"faiss_exact" is not a registered index type. Did you mean "faiss-exact"? '
-        "Registered index types: faiss-compressed, faiss-exact, faiss-hnsw-sq8, hnsw. "
+        "Registered index types: faiss-compressed, faiss-exact, faiss-hnsw, faiss-hnsw-sq8, hnsw. "
         "If it comes from a plugin, install the plugin; `ragloom plugins` lists what is "
         "registered."
     )

@@ -113,7 +113,7 @@ def test_misspelled_component_name_suggests_the_registered_one(
     )
     assert 'Did you mean "faiss-exact"?' in message
     assert (
-        "Registered index types: faiss-compressed, faiss-exact, faiss-hnsw-sq8, hnsw, "
+        "Registered index types: faiss-compressed, faiss-exact, faiss-hnsw, faiss-hnsw-sq8, hnsw, "
         "needs-missing." in message
     )
     assert "`ragloom plugins` lists what is registered" in message

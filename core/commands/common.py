@@ -1,0 +1,54 @@
+"""What several commands share: spec loading with ``--set``, and table printing."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..spec import ComponentSpec, Spec, load_spec, parse_assignment
+
+
+def add_set_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a spec key, e.g. --set retriever.index.type=hnsw (repeatable)",
+    )
+
+
+def overrides(assignments: Sequence[str]) -> dict[str, Any]:
+    return dict(parse_assignment(text) for text in assignments)
+
+
+def spec_from_args(path: str, assignments: Sequence[str]) -> Spec:
+    return load_spec(Path(path), overrides(assignments))
+
+
+def component_lines(spec: Spec) -> list[str]:
+    """``[table]  type`` for every component of ``spec``, nested ones indented by path."""
+    rows: list[tuple[str, str]] = []
+
+    def visit(path: str, component: ComponentSpec) -> None:
+        rows.append((f"[{path}]", component.type))
+        for key, child in component.children.items():
+            visit(f"{path}.{key}", child)
+
+    for table, component in spec.components.items():
+        visit(table, component)
+    return table_lines(rows, indent="  ")
+
+
+def table_lines(rows: Sequence[Sequence[Any]], indent: str = "") -> list[str]:
+    """Rows as left-aligned columns (the last column is not padded)."""
+    cells = [[str(cell) for cell in row] for row in rows]
+    if not cells:
+        return []
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]) - 1)]
+    return [
+        indent + "  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]])
+        for row in cells
+    ]

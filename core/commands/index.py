@@ -1,0 +1,120 @@
+"""``ragloom index build`` and ``ragloom index compare``."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..context import Declared
+from ..errors import SpecError
+from ..plugin_manager import get_registry
+from ..spec import load_spec
+from .common import overrides, table_lines
+
+
+def declared_index(
+    kb: str, type_name: str, assignments: Sequence[str], only_known: bool = False
+) -> Declared:
+    """An index declared on the command line, validated as a spec's ``[retriever.index]``.
+
+    With ``only_known``, parameters the type does not take are left out instead of refused.
+    """
+    given = overrides(assignments)
+    if only_known:
+        fields = get_registry().load("index", type_name).Params.model_fields
+        given = {key: value for key, value in given.items() if key in fields}
+    params = {f"retriever.index.{k}": v for k, v in given.items()}
+    spec = load_spec(
+        {
+            "schema": 1,
+            "retriever": {"type": "dense", "kb": kb, "index": {"type": type_name}},
+        },
+        params,
+    )
+    child = spec.components["retriever"].children["index"]
+    return Declared(child.type, get_registry().load("index", child.type), child.params)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from ..kb import KnowledgeBase
+
+    kb = KnowledgeBase.open(Path(args.kb))
+    declared = declared_index(args.kb, args.type, args.param)
+    kb.build_index(declared)
+    path = kb.index_path(declared)
+    print(f"built {path} ({len(kb)} vectors)")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..kb import KnowledgeBase
+    from ..kb.compare import default_queries, exact_neighbours, measure, plot
+
+    kb = KnowledgeBase.open(Path(args.kb))
+    types = [name.strip() for name in args.types.split(",") if name.strip()]
+    if not types:
+        raise SpecError("--types", ["name at least one index type, e.g. faiss-exact,hnsw."])
+    declared = [declared_index(args.kb, name, args.param, only_known=True) for name in types]
+    if args.queries:
+        queries = np.load(args.queries, allow_pickle=False).astype(np.float32)
+    else:
+        queries = default_queries(kb, args.num_queries)
+    truth = exact_neighbours(kb, queries, args.k)
+    rows: list[tuple[Any, ...]] = [
+        ("INDEX", f"RECALL@{args.k}", "QPS@1", "QPS@64", "BUILD s", "B/VECTOR", "MEMORY MB")
+    ]
+    measurements = []
+    for item in declared:
+        m = measure(kb, item, queries, truth, args.k)
+        measurements.append(m)
+        rows.append(
+            (
+                m.name,
+                f"{m.recall:.4f}",
+                f"{m.qps_batch1:.0f}",
+                f"{m.qps_batch64:.0f}",
+                f"{m.build_seconds:.1f}",
+                f"{m.bytes_per_vector:.0f}",
+                f"{m.memory_bytes / 2**20:.1f}",
+            )
+        )
+    print(f"{len(kb)} vectors of dim {kb.dim}; {len(queries)} queries; k = {args.k}")
+    print("\n".join(table_lines(rows)))
+    plot(measurements, args.k, Path(args.plot))
+    print(f"plot: {args.plot}")
+    return 0
+
+
+def add_to(commands: Any) -> None:
+    index = commands.add_parser("index", help="build and compare indexes of a knowledge base")
+    actions = index.add_subparsers(dest="index_command", required=True, metavar="ACTION")
+
+    build = actions.add_parser("build", help="build (or rebuild) one index of a KB")
+    build.add_argument("kb", help="knowledge base directory")
+    build.add_argument("--type", required=True, help="index type, e.g. faiss-compressed")
+    build.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE", help="index parameter"
+    )
+    build.set_defaults(handler=cmd_build)
+
+    compare = actions.add_parser(
+        "compare", help="recall, speed and size of several index types, side by side"
+    )
+    compare.add_argument("kb", help="knowledge base directory")
+    compare.add_argument("--types", required=True, help="comma-separated index types")
+    compare.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="parameter applied to every type that has it",
+    )
+    compare.add_argument("--queries", help=".npy float32 [n, dim] query vectors")
+    compare.add_argument("--num-queries", type=int, default=1000, help="default query count")
+    compare.add_argument("-k", type=int, default=10, help="neighbours per query")
+    compare.add_argument("--plot", default="index-compare.png", help="PNG to write")
+    compare.set_defaults(handler=cmd_compare)

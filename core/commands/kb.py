@@ -1,0 +1,153 @@
+"""``ragloom kb build | info | import-hf | export-hf``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..errors import RagloomError
+from ..spec.problems import toml_value
+from .common import add_set_option, spec_from_args, table_lines
+
+
+def _encoder(spec_path: str, assignments: list[str]) -> tuple[Any, str]:
+    from ..pipeline import Pipeline
+
+    pipeline = Pipeline.from_spec(spec_from_args(spec_path, assignments))
+    encoder = pipeline.encoder
+    return encoder, pipeline.spec.components["encoder"].type
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from ..kb import build_knowledge_base, read_documents
+    from ..kb.documents import passages
+
+    encoder, encoder_type = _encoder(args.spec, args.set)
+    documents = passages(read_documents(Path(args.input), args.format), args.split_words)
+    try:
+        kb = build_knowledge_base(
+            documents,
+            encoder,
+            Path(args.out),
+            encoder_type=encoder_type,
+            dtype=args.dtype,
+            batch_size=args.batch_size,
+            source={"input": str(args.input), "split_words": args.split_words},
+            flush_seconds=args.flush_seconds,
+        )
+    except ValueError as error:
+        raise RagloomError(f"{args.input}: {error}") from None
+    print(f"{kb.directory}: {len(kb)} passages, dim {kb.dim}, encoder {encoder.fingerprint}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from ..kb import KnowledgeBase
+    from ..kb.passages import PASSAGES_FILE, file_sha256
+
+    kb = KnowledgeBase.open(Path(args.kb))
+    m = kb.manifest
+    print(f"knowledge base {kb.directory}")
+    rows: list[tuple[str, object]] = [
+        ("passages", m.count),
+        ("dimension", m.dim),
+        ("embeddings", m.embeddings_dtype),
+        ("encoder", f"{m.encoder.type} {m.encoder.fingerprint}"),
+        ("passages sha256", m.passages_sha256),
+        ("built by", f"ragloom {m.ragloom_version}"),
+    ]
+    print("\n".join(table_lines(rows, indent="  ")))
+    if args.verify:
+        actual = file_sha256(kb.directory / PASSAGES_FILE)
+        verdict = "ok" if actual == m.passages_sha256 else f"MISMATCH ({actual})"
+        print(f"  passages checksum: {verdict}")
+    indexes = kb.index_manifests()
+    print(f"indexes ({len(indexes)})")
+    built = [
+        (path.name, f"{manifest.count} vectors", f"built in {manifest.build_seconds:.1f} s")
+        for path, manifest in indexes
+    ]
+    print("\n".join(table_lines(built, indent="  ")))
+    return 1 if args.verify and actual != m.passages_sha256 else 0
+
+
+def cmd_import_hf(args: argparse.Namespace) -> int:
+    from ..kb.hf import import_hf
+
+    encoder, encoder_type = (None, "unverified")
+    if args.spec:
+        encoder, encoder_type = _encoder(args.spec, args.set)
+    kb = import_hf(
+        Path(args.passages),
+        Path(args.out),
+        Path(args.index) if args.index else None,
+        encoder,
+        encoder_type,
+    )
+    fingerprint = kb.manifest.encoder.fingerprint
+    print(f"{kb.directory}: {len(kb)} passages, dim {kb.dim}, encoder {fingerprint}")
+    for _, manifest in kb.index_manifests():
+        keys = ", ".join(f"{key} = {toml_value(value)}" for key, value in manifest.params.items())
+        print(f'index imported; use it with [retriever.index] type = "{manifest.type}", {keys}')
+    return 0
+
+
+def cmd_export_hf(args: argparse.Namespace) -> int:
+    from ..kb import KnowledgeBase
+    from ..kb.hf import export_hf
+
+    passages, index = export_hf(KnowledgeBase.open(Path(args.kb)), Path(args.out))
+    print(
+        f"wrote {passages} and {index}: RagRetriever.from_pretrained(..., index_name='custom', "
+        f"passages_path='{passages}', index_path='{index}')"
+    )
+    return 0
+
+
+def add_to(commands: Any) -> None:
+    kb = commands.add_parser("kb", help="build, inspect, import and export knowledge bases")
+    actions = kb.add_subparsers(dest="kb_command", required=True, metavar="ACTION")
+
+    build = actions.add_parser("build", help="encode documents into a knowledge base")
+    build.add_argument("input", help="documents: .jsonl, .csv or DPR-style .tsv")
+    build.add_argument("--spec", required=True, help="spec whose [encoder] encodes the passages")
+    build.add_argument("--out", required=True, help="knowledge base directory to write")
+    build.add_argument("--format", choices=["jsonl", "csv", "tsv"], help="input format")
+    build.add_argument(
+        "--split-words",
+        type=int,
+        metavar="N",
+        help="cut documents into N-word passages (DPR and RAG used 100)",
+    )
+    build.add_argument("--dtype", choices=["float32", "float16"], default="float32")
+    build.add_argument("--batch-size", type=int, default=256, help="passages per progress step")
+    build.add_argument(
+        "--flush-seconds", type=float, default=5.0, help="how often progress is saved"
+    )
+    add_set_option(build)
+    build.set_defaults(handler=cmd_build)
+
+    info = actions.add_parser("info", help="what a knowledge base holds, and its indexes")
+    info.add_argument("kb")
+    info.add_argument("--verify", action="store_true", help="recompute the passages checksum")
+    info.set_defaults(handler=cmd_info)
+
+    importer = actions.add_parser(
+        "import-hf", help="read a knowledge base made for transformers' RagRetriever (custom)"
+    )
+    importer.add_argument("passages", help="the datasets.save_to_disk directory")
+    importer.add_argument("--index", help="its faiss index file (optional)")
+    importer.add_argument("--out", required=True, help="knowledge base directory to write")
+    importer.add_argument(
+        "--spec", help="spec whose [encoder] made the embeddings (checked on a sample)"
+    )
+    add_set_option(importer)
+    importer.set_defaults(handler=cmd_import_hf)
+
+    exporter = actions.add_parser(
+        "export-hf", help="write a knowledge base for transformers' RagRetriever (custom)"
+    )
+    exporter.add_argument("kb")
+    exporter.add_argument("--out", required=True, help="directory for passages/ and index.faiss")
+    exporter.set_defaults(handler=cmd_export_hf)

@@ -1,0 +1,212 @@
+"""Knowledge bases in the format of transformers' ``RagRetriever(index_name="custom")``.
+
+That format is a ``datasets.save_to_disk`` directory with columns ``title``, ``text`` and
+``embeddings``, plus a faiss index file over the embeddings in row order. ``import_hf`` turns one
+into a ragloom KB (row ``i`` stays passage ``i``); ``export_hf`` writes one from a KB.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import atomic
+from ..context import Declared
+from ..errors import IndexFileError, MismatchError, RagloomError
+from .documents import Document
+from .knowledge_base import EMBEDDINGS_FILE, INDEX_SUBDIR, KnowledgeBase
+from .manifest import EncoderRecord, IndexManifest, KBManifest, ragloom_version
+from .passages import PASSAGES_FILE, file_sha256, write_passages
+
+if TYPE_CHECKING:
+    from ..protocols import Encoder
+
+log = logging.getLogger(__name__)
+
+UNVERIFIED = "unverified"
+VERIFY_SAMPLE = 16
+
+
+def _datasets() -> Any:
+    try:
+        import datasets
+    except ImportError:
+        raise RagloomError(
+            "reading or writing transformers' knowledge-base format needs the datasets package: "
+            "pip install 'ragloom[hf]'"
+        ) from None
+    return datasets
+
+
+def import_hf(
+    passages_dir: Path,
+    out: Path,
+    index_file: Path | None = None,
+    encoder: Encoder | None = None,
+    encoder_type: str = UNVERIFIED,
+) -> KnowledgeBase:
+    """A ragloom KB at ``out`` from a transformers custom knowledge base.
+
+    With ``encoder``, a sample of passages is re-encoded and must match the stored embeddings;
+    the KB then records that encoder's fingerprint. Without one, the KB is marked unverified and
+    a retriever needs ``allow_mismatch = true`` to use it.
+    """
+    import numpy as np
+
+    datasets = _datasets()
+    try:
+        dataset = datasets.load_from_disk(str(passages_dir))
+    except (FileNotFoundError, ValueError) as error:
+        raise IndexFileError(
+            f"{passages_dir} is not a saved datasets directory ({error})."
+        ) from None
+    missing = {"title", "text", "embeddings"} - set(dataset.column_names)
+    if missing:
+        raise IndexFileError(
+            f"{passages_dir} lacks the column(s) {', '.join(sorted(missing))}; transformers' "
+            f"custom knowledge bases have title, text and embeddings."
+        )
+    embeddings = np.asarray(dataset.with_format("numpy")["embeddings"], dtype=np.float32)
+    count, dim = embeddings.shape
+    fingerprint = _verified_fingerprint(dataset, embeddings, encoder)
+    with atomic.directory(out) as staging:
+        documents = (
+            Document(row["title"] or "", row["text"], str(number))
+            for number, row in enumerate(dataset.select_columns(["title", "text"]))
+        )
+        write_passages(staging / PASSAGES_FILE, documents)
+        np.save(staging / EMBEDDINGS_FILE, embeddings)
+        manifest = KBManifest(
+            ragloom_version=ragloom_version(),
+            count=count,
+            dim=dim,
+            embeddings_dtype="float32",
+            encoder=EncoderRecord(type=encoder_type, fingerprint=fingerprint),
+            passages_sha256=file_sha256(staging / PASSAGES_FILE),
+            source={"imported_from": str(passages_dir)},
+        )
+        manifest.write(staging)
+        if index_file is not None:
+            _import_index(index_file, staging, manifest)
+    return KnowledgeBase.open(out)
+
+
+def _verified_fingerprint(dataset: Any, embeddings: Any, encoder: Encoder | None) -> str:
+    import numpy as np
+
+    if encoder is None:
+        log.warning(
+            "no encoder given: the imported KB is unverified and a retriever needs "
+            "allow_mismatch = true to use it"
+        )
+        return UNVERIFIED
+    rows = list(range(min(VERIFY_SAMPLE, len(dataset))))
+    sample = dataset.select(rows)
+    vectors = encoder.encode_passages(sample["title"], sample["text"]).numpy()
+    if vectors.shape[1] != embeddings.shape[1]:
+        raise MismatchError(
+            f"the encoder makes {vectors.shape[1]}-dim vectors, the stored embeddings are "
+            f"{embeddings.shape[1]}-dim: they come from another encoder."
+        )
+    error = float(np.abs(vectors - embeddings[rows]).max())
+    scale = float(np.abs(embeddings[rows]).max()) or 1.0
+    if error > 1e-3 * scale:
+        raise MismatchError(
+            f"re-encoding {len(rows)} passages with the given encoder differs from the stored "
+            f"embeddings by up to {error:.3g}: they were made by another encoder (or settings)."
+        )
+    return encoder.fingerprint
+
+
+def _import_index(index_file: Path, staging: Path, manifest: KBManifest) -> None:
+    """Wrap a faiss file as the matching ragloom index type inside the KB."""
+    import faiss
+    import numpy as np
+
+    from ..plugin_manager import get_registry
+
+    try:
+        index = faiss.read_index(str(index_file))
+    except RuntimeError as error:
+        raise IndexFileError(f"{index_file} is not a readable faiss index ({error}).") from None
+    if index.metric_type != faiss.METRIC_INNER_PRODUCT:
+        raise IndexFileError(
+            f"{index_file} searches by L2 distance; ragloom indexes search by inner product. "
+            f"Import without --index and build one with `ragloom index build`."
+        )
+    if index.ntotal != manifest.count or index.d != manifest.dim:
+        raise IndexFileError(
+            f"{index_file} holds {index.ntotal} vectors of dim {index.d}, the passages "
+            f"{manifest.count} of dim {manifest.dim}."
+        )
+    type_name, params = _recognize(index)
+    component = get_registry().load("index", type_name)
+    declared = Declared(type_name, component, component.Params(**params))
+    wrapped = component(manifest.dim, declared.params, index, np.arange(index.ntotal))
+    target = KnowledgeBase.index_path_in(staging, declared)
+    wrapped.save(target / INDEX_SUBDIR)
+    IndexManifest(
+        type=type_name,
+        params=declared.params.model_dump(mode="json"),
+        dim=manifest.dim,
+        metric="ip",
+        count=manifest.count,
+        encoder_fingerprint=manifest.encoder.fingerprint,
+        passages_sha256=manifest.passages_sha256,
+        build_seconds=0.0,
+        ragloom_version=ragloom_version(),
+    ).write(target)
+
+
+def _recognize(index: Any) -> tuple[str, dict[str, Any]]:
+    import faiss
+
+    concrete = faiss.downcast_index(index)
+    if isinstance(concrete, faiss.IndexFlat):
+        return "faiss-exact", {}
+    if isinstance(concrete, faiss.IndexHNSW):
+        hnsw = concrete.hnsw
+        params = {
+            "M": int(hnsw.nb_neighbors(1)),  # type: ignore[attr-defined]
+            "ef_construction": int(hnsw.efConstruction),
+            "ef_search": int(hnsw.efSearch),
+        }
+        storage = faiss.downcast_index(concrete.storage)
+        if isinstance(storage, faiss.IndexFlat):
+            return "faiss-hnsw", params
+        if isinstance(storage, faiss.IndexScalarQuantizer):
+            return "faiss-hnsw-sq8", params
+    raise IndexFileError(
+        f"cannot import a {type(concrete).__name__}: ragloom reads IndexFlatIP, IndexHNSWFlat and "
+        f"HNSW over SQ8. Import without --index and build one with `ragloom index build`."
+    )
+
+
+def export_hf(kb: KnowledgeBase, out: Path) -> tuple[Path, Path]:
+    """Write ``out/passages`` (datasets) and ``out/index.faiss`` (exact inner product)."""
+    import faiss
+    import numpy as np
+
+    datasets = _datasets()
+    passages_dir, index_path = out / "passages", out / "index.faiss"
+    with atomic.directory(out) as staging:
+        titles, texts = kb.passages.columns(0, len(kb))
+        embeddings = np.asarray(kb.embeddings, dtype=np.float32)
+        features = datasets.Features(
+            {
+                "title": datasets.Value("string"),
+                "text": datasets.Value("string"),
+                "embeddings": datasets.Sequence(datasets.Value("float32")),
+            }
+        )
+        dataset = datasets.Dataset.from_dict(
+            {"title": titles, "text": texts, "embeddings": list(embeddings)}, features=features
+        )
+        dataset.save_to_disk(str(staging / "passages"))
+        index = faiss.IndexFlatIP(kb.dim)
+        index.add(embeddings)
+        faiss.write_index(index, str(staging / "index.faiss"))
+        shutil.copy(kb.directory / "manifest.json", staging / "ragloom-manifest.json")
+    return passages_dir, index_path

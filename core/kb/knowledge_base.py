@@ -1,0 +1,228 @@
+"""Opening a knowledge base, reading its vectors, and its cached indexes."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import atomic
+from ..context import Declared
+from ..errors import IndexFileError, MismatchError
+from .manifest import MANIFEST_FILE, IndexManifest, KBManifest, ragloom_version
+from .passages import PASSAGES_FILE, ArrowPassageStore
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..protocols import Index
+
+log = logging.getLogger(__name__)
+
+EMBEDDINGS_FILE = "embeddings.npy"
+INDEXES_DIR = "indexes"
+INDEX_SUBDIR = "index"
+ADD_CHUNK = 16_384
+DEFAULT_TRAIN_SAMPLE = 65_536
+
+
+def index_directory_name(type_name: str, build_params: dict[str, Any]) -> str:
+    """``<type>-<params>``: e.g. ``hnsw-M32-ef_construction200-seed100``; ``faiss-exact``."""
+    parts = [type_name]
+    for key in sorted(build_params):
+        value = re.sub(r"[^A-Za-z0-9._]+", ".", str(build_params[key])).strip(".")
+        parts.append(f"{key}{value}")
+    return "-".join(parts)
+
+
+def build_params(declared: Declared) -> dict[str, Any]:
+    """The parameters of an index spec that decide what is built (not the search-time ones)."""
+    search: frozenset[str] = getattr(declared.component, "search_params", frozenset())
+    values: dict[str, Any] = declared.params.model_dump(mode="json")
+    return {key: value for key, value in values.items() if key not in search}
+
+
+class KnowledgeBase:
+    """A KB directory opened for reading (see the package docstring for the layout)."""
+
+    def __init__(self, directory: Path, manifest: KBManifest) -> None:
+        import numpy as np
+
+        self.directory = directory
+        self.manifest = manifest
+        self.passages = ArrowPassageStore(directory / PASSAGES_FILE)
+        try:
+            self.embeddings = np.load(
+                directory / EMBEDDINGS_FILE, mmap_mode="r", allow_pickle=False
+            )
+        except (OSError, ValueError) as error:
+            raise IndexFileError(
+                f"{directory / EMBEDDINGS_FILE} is missing, truncated or corrupt ({error}). Build "
+                f"the knowledge base again."
+            ) from None
+        expected = (manifest.count, manifest.dim)
+        if (
+            self.embeddings.shape != expected
+            or str(self.embeddings.dtype) != manifest.embeddings_dtype
+        ):
+            raise IndexFileError(
+                f"{directory / EMBEDDINGS_FILE} holds {self.embeddings.dtype} "
+                f"{list(self.embeddings.shape)}, the manifest says {manifest.embeddings_dtype} "
+                f"{list(expected)}. Build the knowledge base again."
+            )
+        if len(self.passages) != manifest.count:
+            raise IndexFileError(
+                f"{directory / PASSAGES_FILE} holds {len(self.passages)} passages, the manifest "
+                f"says {manifest.count}. Build the knowledge base again."
+            )
+
+    @classmethod
+    def open(cls, directory: Path) -> KnowledgeBase:
+        atomic.recover_directory(directory)
+        if not directory.is_dir():
+            raise IndexFileError(
+                f"knowledge base {directory} does not exist. Build one with "
+                f"`ragloom kb build INPUT --spec SPEC --out {directory}`."
+            )
+        return cls(directory, KBManifest.read(directory, "ragloom knowledge base"))
+
+    def __len__(self) -> int:
+        return self.manifest.count
+
+    @property
+    def dim(self) -> int:
+        return self.manifest.dim
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        """``float32 [..., dim]`` stored embeddings of ``ids`` (any shape); zeros where id < 0."""
+        import numpy as np
+
+        flat = np.asarray(ids, dtype=np.int64).reshape(-1)
+        out = np.zeros((len(flat), self.dim), np.float32)
+        valid = flat >= 0
+        if valid.any():
+            rows = flat[valid]
+            order = np.argsort(rows, kind="stable")
+            out[np.flatnonzero(valid)[order]] = self.embeddings[rows[order]]
+        return out.reshape(*np.shape(ids), self.dim)
+
+    def check_encoder(self, fingerprint: str, allow_mismatch: bool = False) -> None:
+        """Refuse an encoder whose fingerprint differs from the one that made the embeddings."""
+        recorded = self.manifest.encoder.fingerprint
+        if fingerprint == recorded:
+            return
+        message = (
+            f"knowledge base {self.directory} was encoded by {self.manifest.encoder.type} "
+            f"{recorded}, but the pipeline's encoder is {fingerprint}: question and passage "
+            f"vectors would not be comparable."
+        )
+        if not allow_mismatch:
+            raise MismatchError(
+                f"{message} Rebuild the KB with this encoder (`ragloom kb build`), or set "
+                f"[retriever] allow_mismatch = true if you know they are compatible."
+            )
+        log.warning("%s Continuing because [retriever] allow_mismatch = true.", message)
+
+    # --- indexes ---------------------------------------------------------------------------
+
+    def index_path(self, declared: Declared) -> Path:
+        return self.index_path_in(self.directory, declared)
+
+    @staticmethod
+    def index_path_in(directory: Path, declared: Declared) -> Path:
+        """Where the KB at ``directory`` keeps the index ``declared`` by a spec."""
+        name = index_directory_name(declared.type, build_params(declared))
+        return directory / INDEXES_DIR / name
+
+    def index_manifests(self) -> list[tuple[Path, IndexManifest]]:
+        """Every built index with its manifest."""
+        root = self.directory / INDEXES_DIR
+        found = []
+        for path in sorted(root.iterdir()) if root.is_dir() else []:
+            if path.is_dir() and not path.name.startswith(".") and (path / MANIFEST_FILE).exists():
+                found.append((path, IndexManifest.read(path, "ragloom index")))
+        return found
+
+    def load_index(
+        self, declared: Declared, build: bool = True, allow_mismatch: bool = False
+    ) -> Index:
+        """The index ``declared`` by a spec: loaded from the KB's cache, or built and cached."""
+        path = self.index_path(declared)
+        atomic.recover_directory(path)
+        if not path.exists():
+            if not build:
+                raise IndexFileError(
+                    f"{path} has not been built. Build it with `ragloom index build "
+                    f"{self.directory} --type {declared.type}`."
+                )
+            log.info("building index %s (first use)", path.name)
+            return self.build_index(declared)
+        manifest = IndexManifest.read(path, "ragloom index")
+        self._check_index(path, manifest, allow_mismatch)
+        index: Index = declared.component.load(path / INDEX_SUBDIR)
+        index.tune(declared.params)
+        return index
+
+    def _check_index(self, path: Path, manifest: IndexManifest, allow_mismatch: bool) -> None:
+        problems = []
+        if manifest.encoder_fingerprint != self.manifest.encoder.fingerprint:
+            problems.append(
+                f"encoder {manifest.encoder_fingerprint} (the KB's is "
+                f"{self.manifest.encoder.fingerprint})"
+            )
+        if manifest.passages_sha256 != self.manifest.passages_sha256:
+            problems.append(
+                f"passages {manifest.passages_sha256[:16]} (the KB's are "
+                f"{self.manifest.passages_sha256[:16]})"
+            )
+        if manifest.count != self.manifest.count:
+            problems.append(f"{manifest.count} vectors (the KB has {self.manifest.count})")
+        if not problems:
+            return
+        message = f"index {path} was built from other data: {'; '.join(problems)}."
+        if not allow_mismatch:
+            raise MismatchError(
+                f"{message} Rebuild it with `ragloom index build {self.directory} --type "
+                f"{manifest.type}` (it replaces the old one)."
+            )
+        log.warning("%s Loading it anyway because [retriever] allow_mismatch = true.", message)
+
+    def build_index(self, declared: Declared, progress: bool = True) -> Index:
+        """Build the declared index from the stored embeddings and save it atomically."""
+        import numpy as np
+        from tqdm import tqdm
+
+        started = time.perf_counter()
+        index: Index = declared.component.create(self.dim, declared.params)
+        count = len(self)
+        sample_size = min(count, getattr(declared.params, "train_size", DEFAULT_TRAIN_SAMPLE))
+        rng = np.random.default_rng(getattr(declared.params, "seed", 0))
+        sample_rows = np.sort(rng.choice(count, size=sample_size, replace=False))
+        index.train(np.asarray(self.embeddings[sample_rows], dtype=np.float32))
+        with tqdm(
+            total=count, unit="vec", desc=f"index {declared.type}", disable=not progress
+        ) as bar:
+            for start in range(0, count, ADD_CHUNK):
+                stop = min(start + ADD_CHUNK, count)
+                index.add(
+                    np.asarray(self.embeddings[start:stop], dtype=np.float32),
+                    np.arange(start, stop, dtype=np.int64),
+                )
+                bar.update(stop - start)
+        manifest = IndexManifest(
+            type=declared.type,
+            params=declared.params.model_dump(mode="json"),
+            dim=self.dim,
+            metric=index.metric,
+            count=count,
+            encoder_fingerprint=self.manifest.encoder.fingerprint,
+            passages_sha256=self.manifest.passages_sha256,
+            build_seconds=round(time.perf_counter() - started, 3),
+            ragloom_version=ragloom_version(),
+        )
+        with atomic.directory(self.index_path(declared)) as temporary:
+            index.save(temporary / INDEX_SUBDIR)
+            manifest.write(temporary)
+        return index

@@ -1,0 +1,109 @@
+"""Passages stored as an Arrow IPC file, memory-mapped: row ``i`` is the passage with id ``i``."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import IndexFileError
+from ..protocols import PassageText
+from .documents import Document
+
+PASSAGES_FILE = "passages.arrow"
+BATCH_ROWS = 65_536
+
+
+def _schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("id", pa.int64()),
+            ("title", pa.string()),
+            ("text", pa.string()),
+            ("source_id", pa.string()),
+        ]
+    )
+
+
+def _batches(documents: Iterable[Document]) -> Iterator[list[Document]]:
+    batch: list[Document] = []
+    for document in documents:
+        batch.append(document)
+        if len(batch) == BATCH_ROWS:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def write_passages(path: Path, documents: Iterable[Document]) -> tuple[int, list[int]]:
+    """Write the passages; returns their count and each one's length in characters."""
+    import pyarrow as pa
+
+    schema = _schema()
+    count, lengths = 0, list[int]()
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        for batch in _batches(documents):
+            writer.write_batch(
+                pa.record_batch(
+                    [
+                        pa.array(range(count, count + len(batch)), pa.int64()),
+                        pa.array([d.title for d in batch], pa.string()),
+                        pa.array([d.text for d in batch], pa.string()),
+                        pa.array([d.source_id for d in batch], pa.string()),
+                    ],
+                    schema=schema,
+                )
+            )
+            lengths.extend(len(d.title) + len(d.text) for d in batch)
+            count += len(batch)
+    return count, lengths
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ArrowPassageStore:
+    """The passages of a KB, memory-mapped (nothing is read until asked for)."""
+
+    def __init__(self, path: Path) -> None:
+        import pyarrow as pa
+
+        self.path = path
+        try:
+            source = pa.memory_map(str(path), "r")
+            self._table = pa.ipc.open_file(source).read_all()
+        except (OSError, pa.ArrowInvalid) as error:
+            raise IndexFileError(
+                f"{path} is missing, truncated or not an Arrow file ({error}). Build the "
+                f"knowledge base again."
+            ) from None
+        if self._table.schema.names[:3] != ["id", "title", "text"]:
+            raise IndexFileError(f"{path} lacks the columns id, title, text.")
+
+    def __len__(self) -> int:
+        return int(self._table.num_rows)
+
+    def get(self, ids: Sequence[int]) -> list[PassageText]:
+        count = len(self)
+        for passage_id in ids:
+            if not 0 <= passage_id < count:
+                raise IndexError(f"passage id {passage_id} is outside 0..{count - 1}")
+        rows = self._table.select(["title", "text"]).take(list(ids)).to_pydict()
+        return [
+            PassageText(int(i), title, text)
+            for i, title, text in zip(ids, rows["title"], rows["text"], strict=True)
+        ]
+
+    def columns(self, start: int, stop: int) -> tuple[list[str], list[str]]:
+        """Titles and texts of rows ``start..stop``."""
+        part = self._table.slice(start, stop - start).select(["title", "text"]).to_pydict()
+        return part["title"], part["text"]

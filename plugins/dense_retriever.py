@@ -1,0 +1,79 @@
+"""Retriever ``dense``: a knowledge base plus one of its indexes.
+
+The index finds the passage ids; the doc vectors come from the KB's stored embeddings (exact,
+whatever the index), and the passages from its Arrow file. The index named by
+``[retriever.index]`` is loaded from the KB's cache, or built from the stored embeddings on first
+use, so swapping index types never re-encodes the corpus.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from ragloom.context import BuildContext, Declared
+from ragloom.kb import KnowledgeBase
+from ragloom.protocols import Encoder, Index, Passage, Retrieved
+
+log = logging.getLogger(__name__)
+
+
+class DenseRetriever:
+    """Maximum inner-product search in a knowledge base (see the module docstring)."""
+
+    slots: ClassVar[dict[str, str]] = {"index": "index"}
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid", frozen=True)
+        kb: str = Field(description="knowledge base directory (ragloom kb build / import-hf)")
+        build_index: bool = Field(
+            default=True, description="build the index from the stored embeddings if missing"
+        )
+        allow_mismatch: bool = Field(
+            default=False,
+            description="use the KB/index even if encoder or passages differ (logged loudly)",
+        )
+
+    def __init__(self, kb: KnowledgeBase, index: Index, params: Params) -> None:
+        self.kb = kb
+        self.index = index
+        self.params = params
+        self.encoder_fingerprint = kb.manifest.encoder.fingerprint
+
+    @classmethod
+    def from_spec(cls, params: Any, context: BuildContext, **children: Any) -> DenseRetriever:
+        declared: Declared = children["index"]
+        kb = KnowledgeBase.open(context.resolve_path(params.kb))
+        index = kb.load_index(
+            declared, build=params.build_index, allow_mismatch=params.allow_mismatch
+        )
+        return cls(kb, index, params)
+
+    def check_encoder(self, encoder: Encoder) -> None:
+        """Refuse a question encoder other than the one that encoded the KB's passages."""
+        self.kb.check_encoder(encoder.fingerprint, self.params.allow_mismatch)
+
+    def retrieve(self, queries: torch.Tensor, k: int) -> Retrieved:
+        vectors = queries.detach().to("cpu", torch.float32).numpy()
+        scores, ids = self.index.search(vectors, k)
+        doc_vectors = self.kb.vectors(ids)
+        flat = ids[ids >= 0]
+        texts = {p.id: p for p in self.kb.passages.get(np.unique(flat).tolist())}
+        passages = [
+            [
+                Passage(int(i), texts[int(i)].title, texts[int(i)].text, float(score))
+                for i, score in zip(row_ids, row_scores, strict=True)
+                if i >= 0
+            ]
+            for row_ids, row_scores in zip(ids, scores, strict=True)
+        ]
+        return Retrieved(
+            ids=torch.from_numpy(ids),
+            scores=torch.from_numpy(scores),
+            doc_vectors=torch.from_numpy(doc_vectors),
+            passages=passages,
+        )

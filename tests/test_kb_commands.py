@@ -1,0 +1,253 @@
+"""`ragloom kb ...` and `ragloom index ...`, including builds killed midway and resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ragloom.cli import main
+from ragloom.kb import KnowledgeBase
+from tiny_models import bert_dir, corpus
+
+SPEC = """
+schema = 1
+[encoder]
+type = "dpr"
+path = "{model}"
+pooling = "mean"
+normalize = true
+"""
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("commands")
+    model = bert_dir(root / "bert")
+    (root / "spec.toml").write_text(SPEC.format(model=model), encoding="utf-8")
+    write_documents(root / "docs.jsonl", 200)
+    return root
+
+
+def write_documents(path: Path, count: int, seed: int = 4) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        for number, text in enumerate(corpus(count, seed=seed)):
+            doubled = f"{text} {text}"
+            handle.write(json.dumps({"id": number, "title": text[:12], "text": doubled}) + "\n")
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.fixture(scope="module")
+def built(workspace: Path) -> Path:
+    kb = workspace / "kb"
+    status = main(
+        [
+            "kb",
+            "build",
+            str(workspace / "docs.jsonl"),
+            "--spec",
+            str(workspace / "spec.toml"),
+            "--out",
+            str(kb),
+            "--split-words",
+            "10",
+        ]
+    )
+    assert status == 0
+    return kb
+
+
+def test_kb_build_splits_and_encodes(built: Path, workspace: Path) -> None:
+    kb = KnowledgeBase.open(built)
+    assert len(kb) == 200 * 3  # 24 words per document, cut every 10
+    assert kb.manifest.source["split_words"] == 10
+    first = json.loads((workspace / "docs.jsonl").read_text().splitlines()[0])
+    words = first["text"].split()
+    chunks = [p.text.split() for p in kb.passages.get([0, 1, 2])]
+    assert chunks == [words[:10], words[10:20], words[20:]]
+    assert {p.title for p in kb.passages.get([0, 1, 2])} == {first["title"]}
+
+
+def test_kb_info_lists_manifest_and_indexes(
+    built: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, _ = run(
+        capsys,
+        "index",
+        "build",
+        str(built),
+        "--type",
+        "faiss-compressed",
+        "--param",
+        "factory=IVF4,PQ8x4",
+        "--param",
+        "nprobe=2",
+    )
+    assert status == 0
+    status, out, _ = run(capsys, "kb", "info", str(built), "--verify")
+    assert status == 0
+    assert "passages         600" in out and "passages checksum: ok" in out
+    assert "faiss-compressed-factoryIVF4.PQ8x4-seed0-train_size262144" in out
+
+
+def test_index_build_with_a_bad_parameter(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = run(
+        capsys, "index", "build", str(built), "--type", "hnsw", "--param", "ef_construct=10"
+    )
+    assert status == 1
+    assert '[retriever.index] unknown key "ef_construct". Did you mean "ef_construction"?' in err
+
+
+def test_index_compare_prints_a_table_and_a_plot(
+    built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plot = tmp_path / "compare.png"
+    status, out, err = run(
+        capsys,
+        "index",
+        "compare",
+        str(built),
+        "--types",
+        "faiss-exact,faiss-hnsw,hnsw",
+        "--num-queries",
+        "50",
+        "--plot",
+        str(plot),
+        "--param",
+        "M=8",
+    )
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "600 vectors of dim 32; 50 queries; k = 10"
+    rows = {line.split()[0]: line.split() for line in lines[2:5]}
+    assert rows["faiss-exact"][1] == "1.0000"
+    assert float(rows["hnsw-M8-ef_construction200-seed100"][1]) > 0.5
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_kb_build_errors_exit_1(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = workspace / "bad.jsonl"
+    bad.write_text('{"title": "no text"}\n')
+    status, _, err = run(
+        capsys,
+        "kb",
+        "build",
+        str(bad),
+        "--spec",
+        str(workspace / "spec.toml"),
+        "--out",
+        str(workspace / "never"),
+    )
+    assert status == 1 and 'bad.jsonl:1: no "text" string' in err
+    assert not (workspace / "never").exists()
+
+
+def staging_progress(out: Path) -> int:
+    progress = out.parent / f".{out.name}.building" / "progress.json"
+    try:
+        return int(json.loads(progress.read_text())["batches_done"])
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return 0
+
+
+def build_command(workspace: Path, documents: Path, out: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "ragloom.cli",
+        "kb",
+        "build",
+        str(documents),
+        "--spec",
+        str(workspace / "spec.toml"),
+        "--out",
+        str(out),
+        "--batch-size",
+        "4",
+        "--flush-seconds",
+        "0",
+    ]
+
+
+def test_a_killed_build_keeps_the_old_kb_and_resumes(workspace: Path, tmp_path: Path) -> None:
+    out = tmp_path / "kb"
+    small, large = tmp_path / "small.jsonl", tmp_path / "large.jsonl"
+    write_documents(small, 20)
+    write_documents(large, 4000, seed=8)
+    subprocess.run(build_command(workspace, small, out), check=True, capture_output=True)
+    process = subprocess.Popen(
+        build_command(workspace, large, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 120
+    while staging_progress(out) < 20 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "the build ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_at = staging_progress(out)
+    assert killed_at >= 20
+    assert len(KnowledgeBase.open(out)) == 20, "the previous KB still loads"
+
+    resumed = subprocess.run(build_command(workspace, large, out), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{killed_at} batches already encoded" in resumed.stderr
+    fresh = tmp_path / "fresh"
+    subprocess.run(build_command(workspace, large, fresh), check=True, capture_output=True)
+    np.testing.assert_allclose(
+        np.asarray(KnowledgeBase.open(out).embeddings),
+        np.asarray(KnowledgeBase.open(fresh).embeddings),
+        atol=1e-6,
+    )
+
+
+KILL_MID_SAVE = """
+import os, signal, sys
+from pathlib import Path
+import numpy as np
+from ragloom import atomic
+from ragloom.plugins.faiss_index import FaissExactIndex
+target = Path(sys.argv[1])
+index = FaissExactIndex.create(8, FaissExactIndex.Params())
+index.add(np.ones((5, 8), np.float32), np.arange(5))
+with atomic.directory(target) as temporary:
+    (temporary / "index.faiss").write_bytes(b"half an index")
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_save_killed_midway_leaves_the_previous_index(tmp_path: Path) -> None:
+    from ragloom.plugins.faiss_index import FaissExactIndex
+    from ragloom.testing import unit_vectors
+
+    target = tmp_path / "index"
+    index = FaissExactIndex.create(8, FaissExactIndex.Params())
+    index.add(unit_vectors(3, 8), np.arange(3))
+    index.save(target)
+    result = subprocess.run([sys.executable, "-c", KILL_MID_SAVE, str(target)])
+    assert result.returncode == -signal.SIGKILL
+    assert FaissExactIndex.load(target).ntotal == 3
+
+
+def test_a_crash_between_the_renames_is_recovered(tmp_path: Path) -> None:
+    from ragloom import atomic
+    from ragloom.plugins.faiss_index import FaissExactIndex
+    from ragloom.testing import unit_vectors
+
+    target = tmp_path / "index"
+    index = FaissExactIndex.create(8, FaissExactIndex.Params())
+    index.add(unit_vectors(3, 8), np.arange(3))
+    index.save(target)
+    target.rename(tmp_path / f".index{atomic._ASIDE}0123")  # moved aside, new one not yet in
+    assert FaissExactIndex.load(target).ntotal == 3
