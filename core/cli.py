@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from .commands import index as index_commands
 from .commands import kb as kb_commands
 from .commands.common import add_set_option, component_lines, spec_from_args, table_lines
-from .errors import RagloomError
+from .errors import RagloomError, SpecError
 from .plugin_manager import get_registry
+from .preflight import preflight
 from .spec import load_spec
 
 EXAMPLE_SPEC = "rag_token.toml"
@@ -60,8 +61,13 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     """Validate a spec: schema, registry resolution, every component's parameters."""
     spec = spec_from_args(args.spec, args.set)
+    checks = preflight(spec, get_registry())
+    if checks.problems:
+        raise SpecError(args.spec, checks.problems)
     print(f"{args.spec}: valid (schema 1, n_docs {spec.pipeline.n_docs})")
     print("\n".join(component_lines(spec)))
+    for note in checks.notes:
+        print(f"  {note}")
     return 0
 
 

@@ -139,7 +139,7 @@ class Pipeline:
         with torch.inference_mode():
             queries, retrieved = self._retrieve(questions, None)
             doc_logprior = self._doc_logprior(queries, retrieved)
-            state = generator.start(questions, retrieved.passages)
+            state = generator.start(self._question_text(questions), retrieved.passages)
             decoded = marginalizer.decode(generator, state, doc_logprior, settings)
         answers = []
         for sequence, score, passages in zip(
@@ -174,7 +174,7 @@ class Pipeline:
         doc_logprior = self._doc_logprior(queries, retrieved)
         batch, k = doc_logprior.shape
         labels = generator.encode_targets(targets).to(doc_logprior.device)
-        state = generator.start(questions, retrieved.passages)
+        state = generator.start(self._question_text(questions), retrieved.passages)
         logprobs = generator.score(state, labels.repeat_interleave(k, dim=0))
         return marginalizer.loss(
             logprobs.view(batch, k, *logprobs.shape[1:]),
@@ -198,6 +198,13 @@ class Pipeline:
             self._checked_compatibility = True
         queries = encoder.encode_queries(questions)
         return queries, retriever.retrieve(queries.detach(), k or self.spec.pipeline.n_docs)
+
+    def _question_text(self, questions: Sequence[str]) -> list[str]:
+        """The questions as the generator sees them: through the encoder's ``question_text``
+        when it has one (the DPR encoder reproduces transformers' lowercased, re-spaced
+        question), else as given."""
+        rewrite = getattr(self.encoder, "question_text", None)
+        return list(rewrite(questions)) if rewrite is not None else list(questions)
 
     @staticmethod
     def _doc_logprior(queries: torch.Tensor, retrieved: Retrieved) -> torch.Tensor:

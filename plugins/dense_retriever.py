@@ -16,7 +16,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from ragloom.context import BuildContext, Declared
-from ragloom.kb import KnowledgeBase
+from ragloom.kb import KBManifest, KnowledgeBase
+from ragloom.kb.manifest import MANIFEST_FILE
 from ragloom.protocols import Encoder, Index, Passage, Retrieved
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,38 @@ class DenseRetriever:
             declared, build=params.build_index, allow_mismatch=params.allow_mismatch
         )
         return cls(kb, index, params)
+
+    @classmethod
+    def preflight(
+        cls,
+        params: Any,
+        context: BuildContext,
+        encoder_fingerprint: str | None,
+        **children: Any,
+    ) -> tuple[list[str], list[str]]:
+        """What ``ragloom validate`` reports: KB size, index memory estimate, encoder match."""
+        path = context.resolve_path(params.kb)
+        if not (path / MANIFEST_FILE).exists():
+            return [f"[retriever] kb {path}: not built yet (ragloom kb build)"], []
+        manifest = KBManifest.read(path, "ragloom knowledge base")
+        declared: Declared = children["index"]
+        estimate = declared.component.estimate(manifest.count, manifest.dim, declared.params)
+        built = KnowledgeBase.index_path_in(path, declared).exists()
+        notes = [
+            f"[retriever] kb {path}: {manifest.count} passages of dim {manifest.dim} "
+            f"({manifest.embeddings_dtype}, memory-mapped)",
+            f"[retriever.index] {declared.type}: about {estimate / 2**20:.1f} MiB in memory; "
+            + ("built" if built else "built from the stored embeddings on first use"),
+        ]
+        problems = []
+        recorded = manifest.encoder.fingerprint
+        if encoder_fingerprint and encoder_fingerprint != recorded and not params.allow_mismatch:
+            problems.append(
+                f"[retriever] kb {path} was encoded by {manifest.encoder.type} {recorded}, but "
+                f"[encoder] is {encoder_fingerprint}. Rebuild the KB with this encoder or set "
+                f"[retriever] allow_mismatch = true."
+            )
+        return notes, problems
 
     def check_encoder(self, encoder: Encoder) -> None:
         """Refuse a question encoder other than the one that encoded the KB's passages."""

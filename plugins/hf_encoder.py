@@ -22,7 +22,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from ragloom.context import BuildContext
+from ragloom.digest import file_sha256
 from ragloom.errors import RagloomError
+
+from .checkpoint import checkpoint_weights, load_rag_part
 
 log = logging.getLogger(__name__)
 
@@ -49,38 +52,34 @@ def weights_file(directory: Path) -> Path:
     )
 
 
-def file_digest(path: Path, chunk: int = 1 << 22) -> str:
-    """sha256 of a file, streamed."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class Tower:
     """One encoder tower: tokenizer, model, and how a vector is read off its output."""
 
-    def __init__(self, directory: Path, pooling: str, max_length: int | None, device: str) -> None:
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+    def __init__(
+        self, model: Any, tokenizer: Any, pooling: str, max_length: int | None, device: str
+    ) -> None:
+        self.model = model.to(device).eval()
+        self.tokenizer = tokenizer
+        self.pooling = "dpr" if model.config.model_type == "dpr" else pooling
+        self.device = device
+        limit = min(getattr(tokenizer, "model_max_length", 512) or 512, 512)
+        self.max_length = max_length or limit
+
+    @classmethod
+    def from_directory(
+        cls, directory: Path, pooling: str, max_length: int | None, device: str
+    ) -> Tower:
+        import transformers
 
         weights_file(directory)
-        self.directory = directory
-        config = AutoConfig.from_pretrained(directory)
-        self.tokenizer = AutoTokenizer.from_pretrained(directory)
+        config = transformers.AutoConfig.from_pretrained(directory)
         if config.model_type == "dpr":
-            import transformers
-
             architecture = (config.architectures or ["DPRQuestionEncoder"])[0]
-            self.model = getattr(transformers, architecture).from_pretrained(directory)
-            self.pooling = "dpr"
+            model = getattr(transformers, architecture).from_pretrained(directory)
         else:
-            self.model = AutoModel.from_pretrained(directory)
-            self.pooling = pooling
-        self.model.to(device).eval()
-        self.device = device
-        limit = min(getattr(self.tokenizer, "model_max_length", 512) or 512, 512)
-        self.max_length = max_length or limit
+            model = transformers.AutoModel.from_pretrained(directory)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
+        return cls(model, tokenizer, pooling, max_length, device)
 
     @property
     def dim(self) -> int:
@@ -113,56 +112,87 @@ class HFEncoder:
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid", frozen=True)
-        path: str = Field(description="question tower: a DPR or BERT-like model directory")
+        path: str | None = Field(
+            default=None,
+            description="question tower: a DPR or BERT-like directory (default: [pipeline] "
+            "checkpoint's question encoder)",
+        )
         passage_path: str | None = Field(
-            default=None, description="passage tower directory (default: path)"
+            default=None, description="passage tower directory (default: the question tower)"
         )
         pooling: Literal["cls", "mean"] = Field(
             default="cls", description="vector of a non-DPR tower: CLS (as DPR) or masked mean"
         )
         normalize: bool = Field(default=False, description="L2-normalize vectors")
+        passage_input: Literal["pair", "joined"] = Field(
+            default="pair",
+            description='"pair": title and text as a sentence pair (DPR); "joined": one text '
+            '"title: text" (sentence encoders)',
+        )
         max_length: int | None = Field(
             default=None, ge=8, description="token limit (default: the tokenizer's, at most 512)"
         )
         batch_size: int = Field(default=32, ge=1, description="texts per forward pass")
         device: str = Field(default="cpu", description='"cpu", "cuda", "cuda:1", ...')
 
-    def __init__(self, params: Params, base_dir: Path | None = None) -> None:
-        self.params = params
-
-        def resolve(path: str) -> Path:
-            expanded = Path(path).expanduser()
-            return (base_dir / expanded).resolve() if base_dir else expanded
-
-        query_dir = resolve(params.path)
-        passage_dir = resolve(params.passage_path) if params.passage_path else None
-        self.query_tower = Tower(query_dir, params.pooling, params.max_length, params.device)
-        self.passage_tower = (
-            Tower(passage_dir, params.pooling, params.max_length, params.device)
-            if passage_dir is not None and passage_dir != query_dir
-            else self.query_tower
-        )
-        if self.query_tower.dim != self.passage_tower.dim:
+    def __init__(self, params: Params, query_tower: Tower, passage_tower: Tower, fingerprint: str):
+        if query_tower.dim != passage_tower.dim:
             raise ModelDirectoryError(
-                f"[encoder] the question tower ({query_dir}, dim {self.query_tower.dim}) and the "
-                f"passage tower ({passage_dir}, dim {self.passage_tower.dim}) differ in size."
+                f"[encoder] the question tower (dim {query_tower.dim}) and the passage tower "
+                f"(dim {passage_tower.dim}) differ in size."
             )
-        self.dim = self.query_tower.dim
-        self.fingerprint = self._fingerprint()
+        self.params = params
+        self.query_tower = query_tower
+        self.passage_tower = passage_tower
+        self.dim = query_tower.dim
+        self.fingerprint = fingerprint
 
     @classmethod
     def from_spec(cls, params: Any, context: BuildContext, **children: Any) -> HFEncoder:
-        return cls(params, context.base_dir)
+        def tower(directory: Path) -> Tower:
+            return Tower.from_directory(directory, params.pooling, params.max_length, params.device)
 
-    def _fingerprint(self) -> str:
-        tower = self.passage_tower
+        if params.path is not None:
+            query = tower(context.resolve_path(params.path))
+        else:
+            model, tokenizer = load_rag_part(cls._checkpoint(context), "question_encoder")
+            query = Tower(model, tokenizer, params.pooling, params.max_length, params.device)
+        passage = tower(context.resolve_path(params.passage_path)) if params.passage_path else query
+        return cls(params, query, passage, cls.fingerprint_from_spec(params, context))
+
+    @staticmethod
+    def _checkpoint(context: BuildContext) -> Path:
+        if context.pipeline.checkpoint is None:
+            raise ModelDirectoryError(
+                "[encoder] needs path = a DPR or BERT-like directory, or [pipeline] checkpoint = "
+                "a transformers RAG directory."
+            )
+        return context.resolve_path(context.pipeline.checkpoint)
+
+    @classmethod
+    def fingerprint_from_spec(cls, params: Any, context: BuildContext) -> str:
+        """The fingerprint, from the passage tower's files and the settings, loading no model."""
+        if params.passage_path or params.path:
+            weights = weights_file(context.resolve_path(params.passage_path or params.path))
+            source = file_sha256(weights)
+        else:
+            weights = checkpoint_weights(cls._checkpoint(context))
+            source = f"{file_sha256(weights)}:question_encoder"
         settings = {
-            "pooling": tower.pooling,
-            "normalize": self.params.normalize,
-            "max_length": tower.max_length,
-            "weights": file_digest(weights_file(tower.directory)),
+            "passage_input": params.passage_input,
+            "pooling": params.pooling,
+            "normalize": params.normalize,
+            "max_length": params.max_length,
+            "weights": source,
         }
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+    def question_text(self, questions: Sequence[str]) -> list[str]:
+        """Questions as the question tokenizer reads them back (lowercased, spaces normalized):
+        the question transformers' RAG writes into each generator context."""
+        ids = self.query_tower.tokenizer(list(questions), truncation=True)["input_ids"]
+        texts: list[str] = self.query_tower.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        return texts
 
     def _batches(self, count: int) -> Iterator[slice]:
         for start in range(0, count, self.params.batch_size):
@@ -181,11 +211,15 @@ class HFEncoder:
         return self._finish(torch.cat(parts))
 
     def encode_passages(self, titles: Sequence[str], texts: Sequence[str]) -> torch.Tensor:
-        """``float32 [N, d]`` under inference mode; titles and texts as a sentence pair (DPR)."""
-        titles, texts = list(titles), list(texts)
+        """``float32 [N, d]`` under inference mode, read as ``passage_input`` says."""
+        first: list[str] = list(titles)
+        second: list[str] | None = list(texts)
+        if self.params.passage_input == "joined":
+            pairs = zip(titles, texts, strict=True)
+            first, second = [f"{title}: {text}" if title else text for title, text in pairs], None
         with torch.inference_mode():
             parts = [
-                self.passage_tower.encode(titles[part], texts[part])
-                for part in self._batches(len(texts))
+                self.passage_tower.encode(first[part], second[part] if second else None)
+                for part in self._batches(len(first))
             ]
             return self._finish(torch.cat(parts)) if parts else torch.zeros(0, self.dim)

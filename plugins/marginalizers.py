@@ -9,7 +9,7 @@ when that position is padding (a target of a single token).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -39,20 +39,26 @@ def _smoothed(nll: torch.Tensor, smooth: torch.Tensor, epsilon: float, vocab: in
     return (1.0 - epsilon) * nll + (epsilon / vocab) * smooth
 
 
-class RagToken:
+class _Marginalizer:
+    """What both marginalizers share: construction from their validated ``Params``."""
+
+    Params: ClassVar[type[BaseModel]]
+
+    def __init__(self, params: Any = None) -> None:
+        self.params = params if params is not None else self.Params()
+
+    @classmethod
+    def from_spec(cls, params: Any, context: BuildContext, **children: Any) -> Any:
+        return cls(params)
+
+
+class RagToken(_Marginalizer):
     """rag-token: ``p(y|x) = Π_t Σ_z p(z|x) p(y_t | x, z, y_<t)``."""
 
     class Params(BaseModel):
         """rag-token takes no parameters; decoding follows ``[generation]``."""
 
         model_config = ConfigDict(extra="forbid", frozen=True)
-
-    def __init__(self, params: Params | None = None) -> None:
-        self.params = params or self.Params()
-
-    @classmethod
-    def from_spec(cls, params: Any, context: BuildContext, **children: Any) -> RagToken:
-        return cls(params)
 
     @staticmethod
     def mix(logprobs: torch.Tensor, doc_logprior: torch.Tensor) -> torch.Tensor:
@@ -106,7 +112,7 @@ class RagToken:
         return Decoded([rows[0] for rows in found.as_lists()], found.scores[:, 0])
 
 
-class RagSequence:
+class RagSequence(_Marginalizer):
     """rag-sequence: ``p(y|x) = Σ_z p(z|x) Π_t p(y_t | x, z, y_<t)``.
 
     Decoding runs a beam search per document, pools the hypotheses of a question's documents, and
@@ -124,13 +130,6 @@ class RagSequence:
         deduplicate: bool = Field(
             default=True, description="pool identical hypotheses of different documents once"
         )
-
-    def __init__(self, params: Params | None = None) -> None:
-        self.params = params or self.Params()
-
-    @classmethod
-    def from_spec(cls, params: Any, context: BuildContext, **children: Any) -> RagSequence:
-        return cls(params)
 
     @staticmethod
     def sequence_loglik(

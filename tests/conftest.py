@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +19,28 @@ collect_ignore = ["plugin_pkg"]
 
 TESTS = Path(__file__).parent
 REPO = TESTS.parent
+
+
+def pip_install_target(source: Path, target: Path, build: Path) -> None:
+    """``pip install --target`` without dependencies or network: a site directory to put on
+    PYTHONPATH, as a real install would lay it out (dist-info with entry points included)."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        check=True,
+        cwd=build,
+        env={**os.environ, "PIP_NO_INPUT": "1"},
+    )
 
 
 @pytest.fixture

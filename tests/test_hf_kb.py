@@ -10,7 +10,6 @@ import pytest
 import torch
 from transformers import (
     BartConfig,
-    DPRContextEncoder,
     DPRQuestionEncoder,
     DPRQuestionEncoderTokenizerFast,
     RagConfig,
@@ -21,9 +20,7 @@ from ragloom import Pipeline
 from ragloom.errors import IndexFileError, MismatchError
 from ragloom.kb import KnowledgeBase
 from ragloom.kb.hf import export_hf, import_hf
-from tiny_models import corpus, dpr_dirs
-
-datasets = pytest.importorskip("datasets")
+from tiny_models import dpr_dirs, recipe_knowledge_base
 
 QUESTIONS = ["who wrote animal farm", "the capital of france", "apollo moon landing rocket"]
 
@@ -46,33 +43,6 @@ type = "{index}"
 @pytest.fixture(scope="module")
 def towers(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return dpr_dirs(tmp_path_factory.mktemp("dpr"))
-
-
-def recipe_knowledge_base(root: Path, context_dir: Path, index: faiss.Index) -> tuple[Path, Path]:
-    """transformers' use_own_knowledge_dataset.py, step by step (hf_rag.md §12)."""
-    texts = corpus(120, seed=5)
-    titles = [" ".join(text.split()[:2]) for text in texts]
-    tokenizer = DPRQuestionEncoderTokenizerFast.from_pretrained(context_dir)
-    encoder = DPRContextEncoder.from_pretrained(context_dir).eval()
-    with torch.no_grad():
-        ids = tokenizer(titles, texts, truncation=True, padding="longest", return_tensors="pt")
-        embeddings = encoder(ids["input_ids"], return_dict=True).pooler_output.numpy()
-    features = datasets.Features(
-        {
-            "text": datasets.Value("string"),
-            "title": datasets.Value("string"),
-            "embeddings": datasets.Sequence(datasets.Value("float32")),
-        }
-    )
-    dataset = datasets.Dataset.from_dict(
-        {"text": texts, "title": titles, "embeddings": list(embeddings)}, features=features
-    )
-    passages = root / "my_knowledge_dataset"
-    dataset.save_to_disk(str(passages))
-    dataset.add_faiss_index("embeddings", custom_index=index)
-    index_path = root / "my_knowledge_dataset_index.faiss"
-    dataset.get_index("embeddings").save(str(index_path))
-    return passages, index_path
 
 
 def reference_retriever(question_dir: Path, passages: Path, index_path: Path) -> RagRetriever:

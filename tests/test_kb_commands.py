@@ -251,3 +251,22 @@ def test_a_crash_between_the_renames_is_recovered(tmp_path: Path) -> None:
     index.save(target)
     target.rename(tmp_path / f".index{atomic._ASIDE}0123")  # moved aside, new one not yet in
     assert FaissExactIndex.load(target).ntotal == 3
+
+
+def test_validate_estimates_memory_and_checks_the_encoder(
+    built: Path, workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "spec.toml"
+    model = workspace / "bert"
+    spec.write_text(
+        SPEC.format(model=model)
+        + f'[retriever]\ntype = "dense"\nkb = "{built}"\n[retriever.index]\ntype = "hnsw"\n'
+    )
+    status, out, err = run(capsys, "validate", str(spec))
+    assert status == 0, err
+    assert "[retriever] kb" in out and "600 passages of dim 32" in out
+    assert "[retriever.index] hnsw: about 0.2 MiB in memory" in out
+    other = bert_dir(tmp_path / "other", seed=3)
+    spec.write_text(spec.read_text().replace(str(model), str(other)))
+    status, _, err = run(capsys, "validate", str(spec))
+    assert status == 1 and "was encoded by dpr" in err and "allow_mismatch = true" in err

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TESTS
+from conftest import TESTS, pip_install_target
 
 PACKAGE = TESTS / "plugin_pkg"
 
@@ -29,24 +29,7 @@ dim = {dim}
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("site")
-    build = tmp_path_factory.mktemp("build")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(target),
-            str(PACKAGE),
-        ],
-        check=True,
-        cwd=build,
-        env={**os.environ, "PIP_NO_INPUT": "1"},
-    )
+    pip_install_target(PACKAGE, target, tmp_path_factory.mktemp("build"))
     return target
 
 

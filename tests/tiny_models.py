@@ -7,9 +7,18 @@ question encoder and context encoder pair with their tokenizers, as transformers
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import (
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
 WORDS = (
@@ -79,3 +88,121 @@ def dpr_dirs(root: Path, seed: int = 0) -> tuple[Path, Path]:
     torch.manual_seed(seed + 1)
     DPRContextEncoder(config).save_pretrained(context)
     return question, context
+
+
+def bpe_tokenizer(directory: Path) -> Any:
+    """A byte-level BPE tokenizer with BART's special tokens, trained on the tiny corpus."""
+    from transformers import BartTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    tokenizer.train_from_iterator(
+        [*corpus(), " / // ? . ,"],
+        trainers.BpeTrainer(
+            vocab_size=300,
+            special_tokens=special,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>",
+        pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", 0), ("</s>", 2)],
+    )
+    fast = BartTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+        model_max_length=512,
+    )
+    fast.save_pretrained(directory)
+    return fast
+
+
+def bart_model(vocab_size: int, seed: int = 0, init_std: float = 0.3, d_model: int = 32) -> Any:
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    torch.manual_seed(seed)
+    config = BartConfig(
+        vocab_size=vocab_size,
+        d_model=d_model,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=2 * d_model,
+        decoder_ffn_dim=2 * d_model,
+        max_position_embeddings=512,
+        init_std=init_std,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+        forced_eos_token_id=2,
+    )
+    return BartForConditionalGeneration(config).eval()
+
+
+def rag_checkpoint(root: Path, seed: int = 0) -> tuple[Path, Path, Path]:
+    """A tiny RAG checkpoint written by transformers' RagTokenForGeneration.save_pretrained.
+
+    Returns the checkpoint directory and the DPR question / context encoder directories.
+    """
+    from transformers import (
+        DPRQuestionEncoder,
+        DPRQuestionEncoderTokenizerFast,
+        RagConfig,
+        RagTokenForGeneration,
+        RagTokenizer,
+    )
+
+    question_dir, context_dir = dpr_dirs(root / "dpr", seed)
+    generator_tokenizer = bpe_tokenizer(root / "bart")
+    generator = bart_model(len(generator_tokenizer), seed)
+    question_encoder = DPRQuestionEncoder.from_pretrained(question_dir)
+    config = RagConfig.from_question_encoder_generator_configs(
+        question_encoder.config, generator.config, n_docs=3, retrieval_vector_size=32
+    )
+    model = RagTokenForGeneration(config, question_encoder=question_encoder, generator=generator)
+    checkpoint = root / "rag"
+    model.save_pretrained(checkpoint)
+    RagTokenizer(
+        DPRQuestionEncoderTokenizerFast.from_pretrained(question_dir), generator_tokenizer
+    ).save_pretrained(checkpoint)
+    return checkpoint, question_dir, context_dir
+
+
+def recipe_knowledge_base(root: Path, context_dir: Path, index: Any) -> tuple[Path, Path]:
+    """transformers' use_own_knowledge_dataset.py, step by step (hf_rag.md §12): a datasets
+    directory of title, text and DPR context embeddings, and a faiss index file over them."""
+    import datasets
+    from transformers import DPRContextEncoder, DPRQuestionEncoderTokenizerFast
+
+    texts = corpus(120, seed=5)
+    titles = [" ".join(text.split()[:2]) for text in texts]
+    tokenizer = DPRQuestionEncoderTokenizerFast.from_pretrained(context_dir)
+    encoder = DPRContextEncoder.from_pretrained(context_dir).eval()
+    with torch.no_grad():
+        ids = tokenizer(titles, texts, truncation=True, padding="longest", return_tensors="pt")
+        embeddings = encoder(ids["input_ids"], return_dict=True).pooler_output.numpy()
+    features = datasets.Features(
+        {
+            "text": datasets.Value("string"),
+            "title": datasets.Value("string"),
+            "embeddings": datasets.Sequence(datasets.Value("float32")),
+        }
+    )
+    dataset = datasets.Dataset.from_dict(
+        {"text": texts, "title": titles, "embeddings": list(embeddings)}, features=features
+    )
+    passages = root / "my_knowledge_dataset"
+    dataset.save_to_disk(str(passages))
+    dataset.add_faiss_index("embeddings", custom_index=index)
+    index_path = root / "my_knowledge_dataset_index.faiss"
+    dataset.get_index("embeddings").save(str(index_path))
+    return passages, index_path

@@ -43,8 +43,9 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from ..digest import file_sha256
     from ..kb import KnowledgeBase
-    from ..kb.passages import PASSAGES_FILE, file_sha256
+    from ..kb.passages import PASSAGES_FILE
 
     kb = KnowledgeBase.open(Path(args.kb))
     m = kb.manifest

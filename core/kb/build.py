@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import atomic
+from ..digest import file_sha256
 from .documents import Document
 from .knowledge_base import EMBEDDINGS_FILE, KnowledgeBase
 from .manifest import EncoderRecord, KBManifest, ragloom_version
-from .passages import PASSAGES_FILE, ArrowPassageStore, file_sha256, write_passages
+from .passages import PASSAGES_FILE, ArrowPassageStore, write_passages
 
 if TYPE_CHECKING:
     from ..protocols import Encoder

@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 from .. import atomic
 from ..context import Declared
+from ..digest import file_sha256
 from ..errors import IndexFileError, MismatchError, RagloomError
 from .documents import Document
 from .knowledge_base import EMBEDDINGS_FILE, INDEX_SUBDIR, KnowledgeBase
 from .manifest import EncoderRecord, IndexManifest, KBManifest, ragloom_version
-from .passages import PASSAGES_FILE, file_sha256, write_passages
+from .passages import PASSAGES_FILE, write_passages
 
 if TYPE_CHECKING:
     from ..protocols import Encoder

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -61,14 +60,6 @@ def write_passages(path: Path, documents: Iterable[Document]) -> tuple[int, list
             lengths.extend(len(d.title) + len(d.text) for d in batch)
             count += len(batch)
     return count, lengths
-
-
-def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class ArrowPassageStore:

@@ -1,0 +1,246 @@
+"""Generator ``bart``: a transformers BART (or any seq2seq LM) reading passage and question.
+
+Each context is built as transformers' RagRetriever builds it (hf_rag.md §5)::
+
+    (prefix + title.strip('"') + " / " + text + " // " + question).replace("  ", " ")
+
+truncated from the right to ``max_context_length`` tokens. The encoder runs once per context in
+``start``; decoding steps reuse its states and a key/value cache that ``select`` reorders.
+
+``attention``: ``eager`` and ``sdpa`` are transformers' implementations; ``flash`` is PyTorch SDPA
+restricted to its FlashAttention kernel (any CUDA GPU, float16/bfloat16, no extra package);
+``flash_attention_2`` is the flash-attn package. ``quantization`` loads the generator alone in
+8-bit or 4-bit (NF4) with bitsandbytes; the question encoder is never quantized, so retrieval
+does not change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import inspect
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ragloom.context import BuildContext
+from ragloom.protocols import PassageText
+
+from .checkpoint import load_rag_part
+from .hf_encoder import ModelDirectoryError, weights_file
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def context_string(prefix: str, title: str, text: str, question: str) -> str:
+    """The generator input for one passage, exactly as transformers' RagRetriever writes it."""
+    title = title.removeprefix('"').removesuffix('"')
+    return (prefix + title + " / " + text + " // " + question).replace("  ", " ")
+
+
+@dataclass
+class BartState:
+    """``R`` decoding rows: encoder states and mask (fixed) and the decoder cache (growing)."""
+
+    encoder_states: torch.Tensor
+    attention_mask: torch.Tensor
+    cache: Any = None
+
+
+class BartGenerator:
+    """The ``bart`` generator (see the module docstring)."""
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid", frozen=True)
+        path: str | None = Field(
+            default=None,
+            description="a BART save_pretrained directory (default: [pipeline] checkpoint's)",
+        )
+        attention: Literal["eager", "sdpa", "flash", "flash_attention_2"] = "sdpa"
+        dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+        quantization: Literal["none", "8bit", "4bit"] = "none"
+        compute_dtype: Literal["float32", "bfloat16", "float16"] = Field(
+            default="float32", description="4-bit matmul dtype"
+        )
+        max_context_length: int = Field(
+            default=300, ge=8, description="tokens per passage + question (the reference's 300)"
+        )
+        device: str = Field(default="cpu", description='"cpu", "cuda", "cuda:1", ...')
+
+        @model_validator(mode="after")
+        def _combination(self) -> BartGenerator.Params:
+            flash = self.attention in ("flash", "flash_attention_2")
+            if flash and not self.device.startswith("cuda"):
+                raise ValueError(
+                    f'attention = "{self.attention}" runs only on a CUDA GPU, and device = '
+                    f'"{self.device}"; use attention = "sdpa" on the CPU'
+                )
+            if flash and self.dtype == "float32" and self.quantization == "none":
+                raise ValueError(
+                    f'attention = "{self.attention}" needs dtype = "bfloat16" or "float16" '
+                    f"(FlashAttention has no float32 kernel)"
+                )
+            if (
+                self.attention == "flash_attention_2"
+                and importlib.util.find_spec("flash_attn") is None
+            ):
+                raise ValueError(
+                    'attention = "flash_attention_2" needs the flash-attn package: pip install '
+                    "'ragloom[gpu]' (or use attention = \"flash\", which needs no package)"
+                )
+            if self.quantization != "none" and importlib.util.find_spec("bitsandbytes") is None:
+                raise ValueError(
+                    f'quantization = "{self.quantization}" needs bitsandbytes: pip install '
+                    "'ragloom[quant]'"
+                )
+            return self
+
+    def __init__(self, model: Any, tokenizer: Any, params: Params) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.params = params
+        config = model.config
+        generation = getattr(model, "generation_config", None)
+        self.pad_token_id = int(config.pad_token_id)
+        self.eos_token_id = int(config.eos_token_id)
+        self.vocab_size = int(config.vocab_size)
+        forced_bos = getattr(generation, "forced_bos_token_id", None)
+        self.start_token_ids = [int(config.decoder_start_token_id)] + (
+            [int(forced_bos)] if forced_bos is not None else []
+        )
+        forced_eos = getattr(generation, "forced_eos_token_id", None)
+        self.forced_eos_token_id = int(forced_eos) if isinstance(forced_eos, int) else None
+        self.special_token_ids = frozenset(int(i) for i in tokenizer.all_special_ids)
+        self.prefix = getattr(config, "prefix", None) or ""
+        self.device = torch.device(params.device)
+        # transformers 5 renamed past_key_values to cache
+        forward = inspect.signature(model.forward).parameters
+        self._cache_argument = "cache" if "cache" in forward else "past_key_values"
+
+    @classmethod
+    def from_spec(cls, params: Any, context: BuildContext, **children: Any) -> BartGenerator:
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+        kwargs = cls._loading_arguments(params)
+        if params.path is not None:
+            directory = context.resolve_path(params.path)
+            weights_file(directory)
+            model = AutoModelForSeq2SeqLM.from_pretrained(directory, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(directory)
+        elif context.pipeline.checkpoint is not None:
+            checkpoint = context.resolve_path(context.pipeline.checkpoint)
+            model, tokenizer = load_rag_part(checkpoint, "generator", **kwargs)
+        else:
+            raise ModelDirectoryError(
+                "[generator] needs path = a BART directory, or [pipeline] checkpoint = a "
+                "transformers RAG directory."
+            )
+        if params.quantization == "none":
+            model.to(params.device)
+        return cls(model, tokenizer, params)
+
+    @staticmethod
+    def _loading_arguments(params: Any) -> dict[str, Any]:
+        attention = {"flash": "sdpa"}.get(params.attention, params.attention)
+        kwargs: dict[str, Any] = {"attn_implementation": attention, "dtype": DTYPES[params.dtype]}
+        if params.quantization != "none":
+            from transformers import BitsAndBytesConfig
+
+            quantization = (
+                BitsAndBytesConfig(
+                    load_in_4bit=True,
+                    bnb_4bit_quant_type="nf4",
+                    bnb_4bit_compute_dtype=DTYPES[params.compute_dtype],
+                )
+                if params.quantization == "4bit"
+                else BitsAndBytesConfig(load_in_8bit=True)
+            )
+            kwargs["quantization_config"] = quantization
+            kwargs["device_map"] = params.device
+        return kwargs
+
+    @contextlib.contextmanager
+    def _attention(self) -> Iterator[None]:
+        """Restrict SDPA to its FlashAttention kernel when ``attention = "flash"``."""
+        if self.params.attention != "flash":
+            yield
+            return
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            yield
+
+    # --- the Generator protocol ---------------------------------------------------------------
+
+    def contexts(
+        self, questions: Sequence[str], passages: Sequence[Sequence[PassageText]]
+    ) -> list[str]:
+        """The ``B * k`` generator inputs, question-major."""
+        return [
+            context_string(self.prefix, passage.title, passage.text, question)
+            for question, row in zip(questions, passages, strict=True)
+            for passage in row
+        ]
+
+    def start(
+        self, questions: Sequence[str], passages: Sequence[Sequence[PassageText]]
+    ) -> BartState:
+        batch = self.tokenizer(
+            self.contexts(questions, passages),
+            max_length=self.params.max_context_length,
+            truncation=True,
+            padding=True,
+            return_tensors="pt",
+        ).to(self.device)
+        with self._attention():
+            encoded = self.model.get_encoder()(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ).last_hidden_state
+        return BartState(encoded, batch["attention_mask"])
+
+    def step(self, state: BartState, tokens: torch.Tensor) -> tuple[torch.Tensor, BartState]:
+        from transformers import DynamicCache, EncoderDecoderCache
+
+        cache = state.cache
+        if cache is None:
+            cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        with self._attention():
+            output = self.model(
+                encoder_outputs=(state.encoder_states,),
+                attention_mask=state.attention_mask,
+                decoder_input_ids=tokens.to(self.device),
+                use_cache=True,
+                **{self._cache_argument: cache},
+            )
+        logprobs = torch.log_softmax(output.logits[:, -1].float(), dim=-1)
+        return logprobs, BartState(state.encoder_states, state.attention_mask, cache)
+
+    def select(self, state: BartState, rows: torch.Tensor) -> BartState:
+        rows = rows.to(self.device)
+        cache = state.cache
+        if cache is not None:
+            cache.reorder_cache(rows)
+        return BartState(state.encoder_states[rows], state.attention_mask[rows], cache)
+
+    def score(self, state: BartState, labels: torch.Tensor) -> torch.Tensor:
+        with self._attention():
+            logits = self.model(
+                encoder_outputs=(state.encoder_states,),
+                attention_mask=state.attention_mask,
+                decoder_input_ids=labels.to(self.device),
+                use_cache=False,
+            ).logits
+        return torch.log_softmax(logits.float(), dim=-1)
+
+    def encode_targets(self, texts: Sequence[str]) -> torch.Tensor:
+        labels: torch.Tensor = self.tokenizer(list(texts), padding=True, return_tensors="pt")[
+            "input_ids"
+        ]
+        return labels.to(self.device)
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        text: str = self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+        return text

@@ -1,0 +1,121 @@
+"""Reading a transformers RAG ``save_pretrained`` directory (either class) without transformers'
+RAG classes: the question encoder and the generator come out as plain DPR and seq2seq models.
+
+Layout (hf_rag.md §13): ``config.json`` with nested ``question_encoder`` and ``generator``
+configs; ``model.safetensors`` or ``pytorch_model.bin`` (read with ``weights_only=True``) whose
+keys start with ``rag.question_encoder.`` or ``rag.generator.``; tokenizers in
+``question_encoder_tokenizer/`` and ``generator_tokenizer/``. Tied weights (``lm_head``,
+``embed_tokens``) are absent from recent saves and tied again here.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from ragloom.errors import RagloomError
+
+Part = Literal["question_encoder", "generator"]
+WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+TIED = ("lm_head.weight", "model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight")
+
+
+class CheckpointError(RagloomError):
+    """A RAG checkpoint directory that is missing parts or does not fit its config."""
+
+
+def checkpoint_weights(directory: Path) -> Path:
+    """The weight file of a RAG checkpoint, or a clear error."""
+    if not (directory / "config.json").is_file():
+        raise CheckpointError(
+            f"[pipeline] checkpoint = {directory}: no config.json there; point it at a directory "
+            f"written by RagTokenForGeneration/RagSequenceForGeneration.save_pretrained."
+        )
+    for name in WEIGHTS:
+        if (directory / name).is_file():
+            return directory / name
+    raise CheckpointError(f"[pipeline] checkpoint = {directory}: no {' or '.join(WEIGHTS)}.")
+
+
+def _state_dict(path: Path) -> dict[str, Any]:
+    import torch
+
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return dict(load_file(str(path)))
+    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    return state
+
+
+def _part_config(directory: Path, part: Part) -> Any:
+    from transformers import AutoConfig
+
+    data = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    if data.get("model_type") != "rag" or part not in data:
+        raise CheckpointError(
+            f"[pipeline] checkpoint = {directory}: config.json is not a RAG config with a "
+            f"{part} section."
+        )
+    sub = dict(data[part])
+    return AutoConfig.for_model(sub.pop("model_type"), **sub)
+
+
+def load_rag_part(directory: Path, part: Part, **loading: Any) -> tuple[Any, Any]:
+    """The model and tokenizer of one part of a RAG checkpoint.
+
+    ``loading`` takes ``from_pretrained`` arguments (``dtype``, ``attn_implementation``,
+    ``quantization_config``...).
+    """
+    from transformers import AutoTokenizer
+
+    weights = checkpoint_weights(directory)
+    config = _part_config(directory, part)
+    prefix = f"rag.{part}."
+    state = {k[len(prefix) :]: v for k, v in _state_dict(weights).items() if k.startswith(prefix)}
+    if not state:
+        raise CheckpointError(f"{weights} holds no {prefix}* weights.")
+    model = _model_class(part).from_config(config)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [key for key in missing if key not in TIED]
+    unexpected = [
+        key for key in unexpected if ".pooler." not in key and not key.endswith("version")
+    ]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{weights}: the {part} weights do not fit its config (missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]})."
+        )
+    model.tie_weights()
+    tokenizer = AutoTokenizer.from_pretrained(directory / f"{part}_tokenizer")
+    # from_pretrained applies dtype, attention and quantization uniformly
+    with tempfile.TemporaryDirectory(prefix="ragloom-part-") as temporary:
+        model.save_pretrained(temporary)
+        return _model_class(part).from_pretrained(temporary, **loading), tokenizer
+
+
+class _DPRQuestionEncoderClass:
+    """DPRQuestionEncoder with the Auto classes' ``from_config`` / ``from_pretrained`` pair."""
+
+    @staticmethod
+    def from_config(config: Any) -> Any:
+        from transformers import DPRQuestionEncoder
+
+        return DPRQuestionEncoder(config)
+
+    @staticmethod
+    def from_pretrained(directory: str, **loading: Any) -> Any:
+        from transformers import DPRQuestionEncoder
+
+        return DPRQuestionEncoder.from_pretrained(directory, **loading)
+
+
+def _model_class(part: Part) -> Any:
+    """The question encoder's class, or the seq2seq class the generator's config names."""
+    if part == "question_encoder":
+        return _DPRQuestionEncoderClass
+    from transformers import AutoModelForSeq2SeqLM
+
+    return AutoModelForSeq2SeqLM

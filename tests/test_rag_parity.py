@@ -1,0 +1,167 @@
+"""Parity with transformers' RAG (the oracle) on a tiny random checkpoint saved by transformers.
+
+Same checkpoint, same knowledge base (transformers' custom-KB format, imported), same questions:
+ragloom through Pipeline.from_spec, the reference through RagRetriever and RagToken/
+RagSequenceForGeneration. Doc ids and scores, losses and generated tokens must agree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import faiss
+import pytest
+import torch
+from transformers import (
+    DPRQuestionEncoderTokenizerFast,
+    RagRetriever,
+    RagSequenceForGeneration,
+    RagTokenForGeneration,
+)
+
+from ragloom import Pipeline
+from ragloom.kb.hf import import_hf
+from tiny_models import rag_checkpoint, recipe_knowledge_base
+
+QUESTIONS = [
+    "who wrote the novel animal farm",
+    "Paris capital?",
+    "when was the apollo moon landing rocket launched into space by astronauts",
+]
+TARGETS = ["orwell", "paris france", "moon landing"]
+
+SPEC = """
+schema = 1
+[pipeline]
+n_docs = 3
+checkpoint = "{checkpoint}"
+[encoder]
+type = "dpr"
+passage_path = "{context}"
+[retriever]
+type = "dense"
+kb = "{kb}"
+[retriever.index]
+type = "faiss-exact"
+[generator]
+type = "bart"
+[marginalizer]
+type = "{marginalizer}"
+[generation]
+max_length = 20
+"""
+
+
+class Setup:
+    def __init__(self, root: Path) -> None:
+        self.checkpoint, question_dir, self.context_dir = rag_checkpoint(root)
+        passages, index_path = recipe_knowledge_base(root, self.context_dir, faiss.IndexFlatIP(32))
+        self.retriever = RagRetriever.from_pretrained(
+            self.checkpoint,
+            index_name="custom",
+            passages_path=str(passages),
+            index_path=str(index_path),
+        )
+        self.kb = root / "kb"
+        self.root = root
+        encoder = Pipeline.from_spec(self.spec("rag-token")).encoder
+        import_hf(passages, self.kb, index_path, encoder, "dpr")
+        self.tokenizer = DPRQuestionEncoderTokenizerFast.from_pretrained(question_dir)
+
+    def spec(self, marginalizer: str) -> Path:
+        path = self.root / f"{marginalizer}.toml"
+        path.write_text(
+            SPEC.format(
+                checkpoint=self.checkpoint,
+                context=self.context_dir,
+                kb=self.kb,
+                marginalizer=marginalizer,
+            )
+        )
+        return path
+
+    def reference(self, model_class: Any) -> Any:
+        return model_class.from_pretrained(self.checkpoint, retriever=self.retriever).eval()
+
+    def questions(self) -> dict[str, torch.Tensor]:
+        batch = self.tokenizer(QUESTIONS, padding=True, return_tensors="pt")
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+    def labels(self) -> torch.Tensor:
+        generator_tokenizer = self.retriever.generator_tokenizer
+        ids: torch.Tensor = generator_tokenizer(TARGETS, padding=True, return_tensors="pt")[
+            "input_ids"
+        ]
+        return ids
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Setup:
+    return Setup(tmp_path_factory.mktemp("parity"))
+
+
+def test_doc_ids_and_scores(setup: Setup) -> None:
+    model = setup.reference(RagTokenForGeneration)
+    inputs = setup.questions()
+    with torch.no_grad():
+        queries = model.question_encoder(**inputs)[0]
+        out = setup.retriever(
+            inputs["input_ids"], queries.numpy(), prefix=None, n_docs=3, return_tensors="pt"
+        )
+        scores = torch.bmm(queries.unsqueeze(1), out["retrieved_doc_embeds"].transpose(1, 2))
+    retrieved = Pipeline.from_spec(setup.spec("rag-token")).retrieve(QUESTIONS)
+    assert retrieved.ids.tolist() == out["doc_ids"].tolist()
+    torch.testing.assert_close(retrieved.scores, scores.squeeze(1), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("reduce", [True, False])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize(
+    ("marginalizer", "model_class"),
+    [("rag-token", RagTokenForGeneration), ("rag-sequence", RagSequenceForGeneration)],
+)
+def test_loss(
+    setup: Setup, marginalizer: str, model_class: Any, reduce: bool, smoothing: float
+) -> None:
+    model = setup.reference(model_class)
+    model.config.label_smoothing = smoothing
+    with torch.no_grad():
+        expected = model(**setup.questions(), labels=setup.labels(), reduce_loss=reduce).loss
+        got = Pipeline.from_spec(setup.spec(marginalizer)).loss(
+            QUESTIONS, TARGETS, reduce=reduce, label_smoothing=smoothing
+        )
+    torch.testing.assert_close(got, expected.reshape(got.shape), rtol=1e-5, atol=1e-5)
+
+
+def reference_tokens(sequences: torch.Tensor, special: set[int]) -> list[list[int]]:
+    return [[t for t in row if t not in special] for row in sequences.tolist()]
+
+
+@pytest.mark.parametrize("num_beams", [1, 4])
+def test_rag_token_generation(setup: Setup, num_beams: int) -> None:
+    model = setup.reference(RagTokenForGeneration)
+    with torch.no_grad():
+        expected = model.generate(**setup.questions(), num_beams=num_beams, max_length=20, n_docs=3)
+    special = set(setup.retriever.generator_tokenizer.all_special_ids)
+    answers = Pipeline.from_spec(setup.spec("rag-token")).generate(QUESTIONS, num_beams=num_beams)
+    assert [a.token_ids for a in answers] == reference_tokens(expected, special)
+    assert any(len(a.token_ids) > 1 for a in answers), "a degenerate model proves nothing"
+
+
+def test_rag_sequence_thorough_generation(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reference is given the context attention mask it drops (hf_rag.md B2)."""
+    model = setup.reference(RagSequenceForGeneration)
+    generate = model.generator.generate
+    pad = model.config.generator.pad_token_id
+
+    def with_mask(input_ids: torch.Tensor, **kwargs: Any) -> Any:
+        kwargs["attention_mask"] = input_ids.ne(pad).long()
+        return generate(input_ids, **kwargs)
+
+    monkeypatch.setattr(model.generator, "generate", with_mask)
+    with torch.no_grad():
+        expected = model.generate(**setup.questions(), num_beams=4, max_length=20, n_docs=3)
+    special = set(setup.retriever.generator_tokenizer.all_special_ids)
+    answers = Pipeline.from_spec(setup.spec("rag-sequence")).generate(QUESTIONS, num_beams=4)
+    assert [a.token_ids for a in answers] == reference_tokens(expected, special)
