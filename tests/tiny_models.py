@@ -148,10 +148,11 @@ def bart_model(vocab_size: int, seed: int = 0, init_std: float = 0.3, d_model: i
     return BartForConditionalGeneration(config).eval()
 
 
-def rag_checkpoint(root: Path, seed: int = 0) -> tuple[Path, Path, Path]:
+def rag_checkpoint(root: Path, seed: int = 0, d_model: int = 32) -> tuple[Path, Path, Path]:
     """A tiny RAG checkpoint written by transformers' RagTokenForGeneration.save_pretrained.
 
     Returns the checkpoint directory and the DPR question / context encoder directories.
+    ``d_model`` is the generator's width (bitsandbytes' CPU 4-bit kernels need at least 64).
     """
     from transformers import (
         DPRQuestionEncoder,
@@ -163,7 +164,7 @@ def rag_checkpoint(root: Path, seed: int = 0) -> tuple[Path, Path, Path]:
 
     question_dir, context_dir = dpr_dirs(root / "dpr", seed)
     generator_tokenizer = bpe_tokenizer(root / "bart")
-    generator = bart_model(len(generator_tokenizer), seed)
+    generator = bart_model(len(generator_tokenizer), seed, d_model=d_model)
     question_encoder = DPRQuestionEncoder.from_pretrained(question_dir)
     config = RagConfig.from_question_encoder_generator_configs(
         question_encoder.config, generator.config, n_docs=3, retrieval_vector_size=32
