@@ -11,7 +11,7 @@ import torch
 
 from ragloom import Pipeline, SpecError, load_spec
 from ragloom.kb.hf import import_hf
-from tiny_models import rag_checkpoint, recipe_knowledge_base
+from ragloom.testing.tiny_models import Size, rag_checkpoint, recipe_knowledge_base
 
 SPEC = """
 schema = 1
@@ -40,7 +40,7 @@ TARGETS = ["orwell", "paris"]
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("bart")
-    checkpoint, _, context = rag_checkpoint(root, seed=1, d_model=64)
+    checkpoint, _, context = rag_checkpoint(root, seed=1, size=Size(generator_hidden=64))
     passages, index = recipe_knowledge_base(root, context, faiss.IndexFlatIP(32))
     path = root / "spec.toml"
     path.write_text(SPEC.format(checkpoint=checkpoint, context=context, kb=root / "kb"))

@@ -20,7 +20,7 @@ from ragloom import Pipeline
 from ragloom.errors import IndexFileError, MismatchError
 from ragloom.kb import KnowledgeBase
 from ragloom.kb.hf import export_hf, import_hf
-from tiny_models import dpr_dirs, recipe_knowledge_base
+from ragloom.testing.tiny_models import dpr_dirs, recipe_knowledge_base
 
 QUESTIONS = ["who wrote animal farm", "the capital of france", "apollo moon landing rocket"]
 

@@ -15,7 +15,7 @@ from ragloom import Pipeline
 from ragloom.errors import IndexFileError, MismatchError
 from ragloom.kb import KnowledgeBase, build_knowledge_base, read_documents
 from ragloom.kb.documents import DocumentsError, passages, split_words
-from tiny_models import bert_dir, corpus
+from ragloom.testing.tiny_models import bert_dir, corpus
 
 SPEC = """
 schema = 1

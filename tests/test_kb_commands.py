@@ -15,7 +15,7 @@ import pytest
 
 from ragloom.cli import main
 from ragloom.kb import KnowledgeBase
-from tiny_models import bert_dir, corpus
+from ragloom.testing.tiny_models import bert_dir, corpus
 
 SPEC = """
 schema = 1

@@ -22,7 +22,7 @@ from transformers import (
 
 from ragloom import Pipeline
 from ragloom.kb.hf import import_hf
-from tiny_models import rag_checkpoint, recipe_knowledge_base
+from ragloom.testing.tiny_models import rag_checkpoint, recipe_knowledge_base
 
 QUESTIONS = [
     "who wrote the novel animal farm",

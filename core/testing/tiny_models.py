@@ -1,11 +1,15 @@
-"""Tiny random models and real trained tokenizers, made in the test (no hub access).
+"""Small random RAG models with real trained tokenizers, built offline in a few seconds.
 
-``bert_dir`` writes a BERT-like encoder (as sentence encoders are); ``dpr_dirs`` writes a DPR
-question encoder and context encoder pair with their tokenizers, as transformers saves them.
+For tests and benchmarks (nothing is downloaded): ``bert_dir`` writes a BERT-like encoder (as
+sentence encoders are), ``dpr_dirs`` a DPR question/context encoder pair, ``rag_checkpoint`` a
+whole RAG checkpoint through transformers' own ``save_pretrained``, and
+``recipe_knowledge_base`` a knowledge base the way transformers' example script makes one.
+``Size`` sets the widths and depths (``TINY`` by default, ``BASE`` for bart-base/DPR-base size).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +23,6 @@ from tokenizers import (
     processors,
     trainers,
 )
-from transformers import BertConfig, BertModel, BertTokenizerFast
 
 WORDS = (
     "paris france capital city river seine tower museum people live million london england "
@@ -29,14 +32,34 @@ WORDS = (
 ).split()
 
 
+@dataclass(frozen=True)
+class Size:
+    """Widths and depths of the random models."""
+
+    encoder_hidden: int = 32
+    encoder_layers: int = 2
+    encoder_heads: int = 2
+    generator_hidden: int = 32
+    generator_layers: int = 2
+    generator_heads: int = 2
+    init_std: float = 0.3
+
+
+TINY = Size()
+BASE = Size(768, 12, 12, 768, 6, 12, init_std=0.02)
+
+
 def corpus(lines: int = 400, seed: int = 0) -> list[str]:
+    """``lines`` random 12-word sentences over a small vocabulary."""
     generator = torch.Generator().manual_seed(seed)
     picks = torch.randint(len(WORDS), (lines, 12), generator=generator)
     return [" ".join(WORDS[i] for i in row) for row in picks.tolist()]
 
 
-def wordpiece_tokenizer(directory: Path) -> BertTokenizerFast:
-    """A lowercasing WordPiece tokenizer trained on the tiny corpus, saved to ``directory``."""
+def wordpiece_tokenizer(directory: Path) -> Any:
+    """A lowercasing WordPiece tokenizer trained on the corpus, saved to ``directory``."""
+    from transformers import BertTokenizerFast  # type: ignore[attr-defined]
+
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -55,34 +78,38 @@ def wordpiece_tokenizer(directory: Path) -> BertTokenizerFast:
     return fast
 
 
-def bert_config(vocab_size: int) -> BertConfig:
+def bert_config(vocab_size: int, size: Size = TINY) -> Any:
+    from transformers import BertConfig
+
     return BertConfig(
         vocab_size=vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
+        hidden_size=size.encoder_hidden,
+        num_hidden_layers=size.encoder_layers,
+        num_attention_heads=size.encoder_heads,
+        intermediate_size=2 * size.encoder_hidden,
         max_position_embeddings=128,
         pad_token_id=0,
     )
 
 
 def bert_dir(directory: Path, seed: int = 0) -> Path:
-    """A tiny random BERT (a stand-in for a sentence encoder) with its tokenizer."""
+    """A random BERT (a stand-in for a sentence encoder) with its tokenizer."""
+    from transformers import BertModel
+
     tokenizer = wordpiece_tokenizer(directory)
     torch.manual_seed(seed)
     BertModel(bert_config(len(tokenizer))).save_pretrained(directory)
     return directory
 
 
-def dpr_dirs(root: Path, seed: int = 0) -> tuple[Path, Path]:
-    """Tiny random DPR question and context encoders, saved as transformers saves them."""
+def dpr_dirs(root: Path, seed: int = 0, size: Size = TINY) -> tuple[Path, Path]:
+    """Random DPR question and context encoders, saved as transformers saves them."""
     from transformers import DPRConfig, DPRContextEncoder, DPRQuestionEncoder
 
     question, context = root / "question_encoder", root / "ctx_encoder"
     tokenizer = wordpiece_tokenizer(question)
     tokenizer.save_pretrained(context)
-    config = DPRConfig(**bert_config(len(tokenizer)).to_dict(), projection_dim=0)
+    config = DPRConfig(**bert_config(len(tokenizer), size).to_dict(), projection_dim=0)
     torch.manual_seed(seed)
     DPRQuestionEncoder(config).save_pretrained(question)
     torch.manual_seed(seed + 1)
@@ -91,7 +118,7 @@ def dpr_dirs(root: Path, seed: int = 0) -> tuple[Path, Path]:
 
 
 def bpe_tokenizer(directory: Path) -> Any:
-    """A byte-level BPE tokenizer with BART's special tokens, trained on the tiny corpus."""
+    """A byte-level BPE tokenizer with BART's special tokens, trained on the corpus."""
     from transformers import BartTokenizerFast
 
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -124,35 +151,39 @@ def bpe_tokenizer(directory: Path) -> Any:
     return fast
 
 
-def bart_model(vocab_size: int, seed: int = 0, init_std: float = 0.3, d_model: int = 32) -> Any:
+def bart_model(vocab_size: int, seed: int = 0, size: Size = TINY) -> Any:
+    """A random BART with transformers' BART token conventions (pad 1, bos 0, eos 2)."""
     from transformers import BartConfig, BartForConditionalGeneration
 
     torch.manual_seed(seed)
+    hidden = size.generator_hidden
     config = BartConfig(
         vocab_size=vocab_size,
-        d_model=d_model,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=2 * d_model,
-        decoder_ffn_dim=2 * d_model,
+        d_model=hidden,
+        encoder_layers=size.generator_layers,
+        decoder_layers=size.generator_layers,
+        encoder_attention_heads=size.generator_heads,
+        decoder_attention_heads=size.generator_heads,
+        encoder_ffn_dim=2 * hidden,
+        decoder_ffn_dim=2 * hidden,
         max_position_embeddings=512,
-        init_std=init_std,
+        init_std=size.init_std,
         pad_token_id=1,
         bos_token_id=0,
         eos_token_id=2,
         decoder_start_token_id=2,
         forced_eos_token_id=2,
     )
-    return BartForConditionalGeneration(config).eval()
+    model = BartForConditionalGeneration(config)
+    model.eval()  # type: ignore[no-untyped-call]
+    return model
 
 
-def rag_checkpoint(root: Path, seed: int = 0, d_model: int = 32) -> tuple[Path, Path, Path]:
-    """A tiny RAG checkpoint written by transformers' RagTokenForGeneration.save_pretrained.
+def rag_checkpoint(root: Path, seed: int = 0, size: Size = TINY) -> tuple[Path, Path, Path]:
+    """A RAG checkpoint written by transformers' RagTokenForGeneration.save_pretrained.
 
     Returns the checkpoint directory and the DPR question / context encoder directories.
-    ``d_model`` is the generator's width (bitsandbytes' CPU 4-bit kernels need at least 64).
+    (bitsandbytes' CPU 4-bit kernels need a generator at least 64 wide.)
     """
     from transformers import (
         DPRQuestionEncoder,
@@ -162,32 +193,37 @@ def rag_checkpoint(root: Path, seed: int = 0, d_model: int = 32) -> tuple[Path, 
         RagTokenizer,
     )
 
-    question_dir, context_dir = dpr_dirs(root / "dpr", seed)
+    question_dir, context_dir = dpr_dirs(root / "dpr", seed, size)
     generator_tokenizer = bpe_tokenizer(root / "bart")
-    generator = bart_model(len(generator_tokenizer), seed, d_model=d_model)
+    generator = bart_model(len(generator_tokenizer), seed, size)
     question_encoder = DPRQuestionEncoder.from_pretrained(question_dir)
     config = RagConfig.from_question_encoder_generator_configs(
-        question_encoder.config, generator.config, n_docs=3, retrieval_vector_size=32
+        question_encoder.config,
+        generator.config,
+        n_docs=3,
+        retrieval_vector_size=size.encoder_hidden,
     )
     model = RagTokenForGeneration(config, question_encoder=question_encoder, generator=generator)
     checkpoint = root / "rag"
     model.save_pretrained(checkpoint)
-    RagTokenizer(
-        DPRQuestionEncoderTokenizerFast.from_pretrained(question_dir), generator_tokenizer
-    ).save_pretrained(checkpoint)
+    question_tokenizer = DPRQuestionEncoderTokenizerFast.from_pretrained(question_dir)
+    RagTokenizer(question_tokenizer, generator_tokenizer).save_pretrained(checkpoint)  # type: ignore[no-untyped-call]
     return checkpoint, question_dir, context_dir
 
 
-def recipe_knowledge_base(root: Path, context_dir: Path, index: Any) -> tuple[Path, Path]:
+def recipe_knowledge_base(
+    root: Path, context_dir: Path, index: Any, count: int = 120
+) -> tuple[Path, Path]:
     """transformers' use_own_knowledge_dataset.py, step by step (hf_rag.md §12): a datasets
     directory of title, text and DPR context embeddings, and a faiss index file over them."""
     import datasets
     from transformers import DPRContextEncoder, DPRQuestionEncoderTokenizerFast
 
-    texts = corpus(120, seed=5)
+    texts = corpus(count, seed=5)
     titles = [" ".join(text.split()[:2]) for text in texts]
     tokenizer = DPRQuestionEncoderTokenizerFast.from_pretrained(context_dir)
-    encoder = DPRContextEncoder.from_pretrained(context_dir).eval()
+    encoder = DPRContextEncoder.from_pretrained(context_dir)
+    encoder.eval()  # type: ignore[no-untyped-call]
     with torch.no_grad():
         ids = tokenizer(titles, texts, truncation=True, padding="longest", return_tensors="pt")
         embeddings = encoder(ids["input_ids"], return_dict=True).pooler_output.numpy()
