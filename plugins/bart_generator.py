@@ -43,10 +43,12 @@ def context_string(prefix: str, title: str, text: str, question: str) -> str:
 
 @dataclass
 class BartState:
-    """``R`` decoding rows: encoder states and mask (fixed) and the decoder cache (growing)."""
+    """``R`` decoding rows: encoder states and mask (fixed), the decoder cache (growing), and
+    which context each row reads (``contexts``, indices into the rows ``start`` made)."""
 
     encoder_states: torch.Tensor
     attention_mask: torch.Tensor
+    contexts: torch.Tensor
     cache: Any = None
 
 
@@ -199,7 +201,8 @@ class BartGenerator:
             encoded = self.model.get_encoder()(
                 input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
             ).last_hidden_state
-        return BartState(encoded, batch["attention_mask"])
+        rows = torch.arange(len(encoded), device=self.device)
+        return BartState(encoded, batch["attention_mask"], rows)
 
     def step(self, state: BartState, tokens: torch.Tensor) -> tuple[torch.Tensor, BartState]:
         from transformers import DynamicCache, EncoderDecoderCache
@@ -216,14 +219,24 @@ class BartGenerator:
                 **{self._cache_argument: cache},
             )
         logprobs = torch.log_softmax(output.logits[:, -1].float(), dim=-1)
-        return logprobs, BartState(state.encoder_states, state.attention_mask, cache)
+        return logprobs, BartState(
+            state.encoder_states, state.attention_mask, state.contexts, cache
+        )
 
     def select(self, state: BartState, rows: torch.Tensor) -> BartState:
+        """Rows ``rows`` of ``state``. A beam reorder keeps every row on its context (beams of
+        one question and document share it), so only the self-attention cache moves then."""
         rows = rows.to(self.device)
+        contexts = state.contexts[rows]
+        same_contexts = torch.equal(contexts, state.contexts)
         cache = state.cache
         if cache is not None:
-            cache.reorder_cache(rows)
-        return BartState(state.encoder_states[rows], state.attention_mask[rows], cache)
+            cache.self_attention_cache.reorder_cache(rows)
+            if not same_contexts:
+                cache.cross_attention_cache.reorder_cache(rows)
+        if same_contexts:
+            return BartState(state.encoder_states, state.attention_mask, contexts, cache)
+        return BartState(state.encoder_states[rows], state.attention_mask[rows], contexts, cache)
 
     def score(self, state: BartState, labels: torch.Tensor) -> torch.Tensor:
         with self._attention():

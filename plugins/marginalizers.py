@@ -23,6 +23,8 @@ from .decoding import Hypotheses, SearchSettings, search
 
 _RESCORE_BUDGET = 64 * 2**20
 """Log-prob values (float32) one rescoring chunk may hold: 256 MiB."""
+_RESCORE_CHUNK = 64
+"""Hypotheses per rescoring call: small enough that lengths within a chunk are alike."""
 
 
 def _search_settings(generator: Generator, settings: GenerationSettings) -> SearchSettings:
@@ -235,28 +237,35 @@ class RagSequence(_Marginalizer):
         state: Any,
         doc_logprior: torch.Tensor,
     ) -> list[torch.Tensor]:
-        """``log Σ_z p(z|x) p(y|x,z)`` of every pooled hypothesis, scored in batched chunks."""
+        """``log Σ_z p(z|x) p(y|x,z)`` of every pooled hypothesis under every document.
+
+        Hypotheses are scored longest first in chunks of similar length (less padding), each
+        chunk one batched ``Generator.score`` call on the encoder states ``start`` made.
+        """
         k = doc_logprior.shape[1]
         pad = generator.pad_token_id
         skip = len(generator.start_token_ids) - 1
         owners = [b for b, pool in enumerate(pools) for _ in pool]
         hypotheses = [h for pool in pools for h in pool]
-        width = max(len(h) for h in hypotheses)
-        labels = torch.full((len(hypotheses), width), pad, dtype=torch.int64)
-        for i, hypothesis in enumerate(hypotheses):
-            labels[i, : len(hypothesis)] = torch.tensor(hypothesis)
-        targets = shift_left(labels, pad)
-        owner = torch.tensor(owners)
-        chunk = max(1, _RESCORE_BUDGET // max(1, k * width * generator.vocab_size))
-        likelihoods = []
-        for start in range(0, len(hypotheses), chunk):
-            part = slice(start, start + chunk)
-            rows = (owner[part, None] * k + torch.arange(k)).view(-1)
+        order = sorted(range(len(hypotheses)), key=lambda i: -len(hypotheses[i]))
+        likelihood = torch.empty(len(hypotheses), k)
+        per_chunk = max(
+            1, _RESCORE_BUDGET // (k * len(hypotheses[order[0]]) * generator.vocab_size)
+        )
+        for start in range(0, len(order), min(per_chunk, _RESCORE_CHUNK)):
+            chosen = order[start : start + min(per_chunk, _RESCORE_CHUNK)]
+            width = len(hypotheses[chosen[0]])
+            labels = torch.full((len(chosen), width), pad, dtype=torch.int64)
+            for row, index in enumerate(chosen):
+                labels[row, : len(hypotheses[index])] = torch.tensor(hypotheses[index])
+            owner = torch.tensor([owners[index] for index in chosen])
+            rows = (owner[:, None] * k + torch.arange(k)).view(-1)
             logprobs = generator.score(
-                generator.select(state, rows), labels[part].repeat_interleave(k, dim=0)
+                generator.select(state, rows), labels.repeat_interleave(k, dim=0)
             )
-            logprobs = logprobs.float().view(-1, k, width, logprobs.shape[-1])
-            likelihood, _ = self.sequence_loglik(logprobs, targets[part], pad, skip)
-            likelihoods.append(likelihood)
-        marginal = torch.logsumexp(torch.cat(likelihoods) + doc_logprior[owner].float(), dim=1)
+            logprobs = logprobs.float().view(len(chosen), k, width, -1)
+            scores, _ = self.sequence_loglik(logprobs, shift_left(labels, pad), pad, skip)
+            likelihood[torch.tensor(chosen)] = scores.cpu()
+        owner = torch.tensor(owners)
+        marginal = torch.logsumexp(likelihood + doc_logprior[owner].float().cpu(), dim=1)
         return list(marginal.split([len(pool) for pool in pools]))
