@@ -204,12 +204,33 @@ class BartGenerator:
         rows = torch.arange(len(encoded), device=self.device)
         return BartState(encoded, batch["attention_mask"], rows)
 
-    def step(self, state: BartState, tokens: torch.Tensor) -> tuple[torch.Tensor, BartState]:
+    def _fresh_cache(self, state: BartState) -> Any:
+        """An empty decoder cache; when several rows read one context (beams, rescored
+        hypotheses), its cross-attention keys and values are computed once per context and
+        shared by those rows."""
         from transformers import DynamicCache, EncoderDecoderCache
 
-        cache = state.cache
-        if cache is None:
-            cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        distinct, inverse = torch.unique(state.contexts, return_inverse=True)
+        if len(distinct) == len(inverse):
+            return EncoderDecoderCache(DynamicCache(), DynamicCache())
+        rows = torch.arange(len(inverse), device=inverse.device)
+        first = torch.full_like(distinct, len(inverse)).scatter_reduce(0, inverse, rows, "amin")
+        probe = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        start = torch.full((len(first), 1), self.start_token_ids[0], device=self.device)
+        with self._attention():
+            self.model(
+                encoder_outputs=(state.encoder_states[first],),
+                attention_mask=state.attention_mask[first],
+                decoder_input_ids=start,
+                use_cache=True,
+                **{self._cache_argument: probe},
+            )
+        cross = probe.cross_attention_cache
+        cross.reorder_cache(inverse)
+        return EncoderDecoderCache(DynamicCache(), cross)
+
+    def step(self, state: BartState, tokens: torch.Tensor) -> tuple[torch.Tensor, BartState]:
+        cache = state.cache if state.cache is not None else self._fresh_cache(state)
         with self._attention():
             output = self.model(
                 encoder_outputs=(state.encoder_states,),
@@ -244,7 +265,8 @@ class BartGenerator:
                 encoder_outputs=(state.encoder_states,),
                 attention_mask=state.attention_mask,
                 decoder_input_ids=labels.to(self.device),
-                use_cache=False,
+                use_cache=True,
+                **{self._cache_argument: self._fresh_cache(state)},
             ).logits
         return torch.log_softmax(logits.float(), dim=-1)
 

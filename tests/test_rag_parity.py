@@ -165,3 +165,43 @@ def test_rag_sequence_thorough_generation(setup: Setup, monkeypatch: pytest.Monk
     special = set(setup.retriever.generator_tokenizer.all_special_ids)
     answers = Pipeline.from_spec(setup.spec("rag-sequence")).generate(QUESTIONS, num_beams=4)
     assert [a.token_ids for a in answers] == reference_tokens(expected, special)
+
+
+def test_old_pickled_checkpoints_and_the_sequence_class_load(setup: Setup, tmp_path: Path) -> None:
+    """pytorch_model.bin (read with weights_only=True) and RagSequenceForGeneration saves."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    expected = Pipeline.from_spec(setup.spec("rag-token")).loss(QUESTIONS, TARGETS)
+    pickled = tmp_path / "pickled"
+    shutil.copytree(setup.checkpoint, pickled)
+    torch.save(load_file(pickled / "model.safetensors"), pickled / "pytorch_model.bin")
+    (pickled / "model.safetensors").unlink()
+    sequence_saved = tmp_path / "sequence"
+    setup.reference(RagSequenceForGeneration).save_pretrained(sequence_saved)
+    for name in ("question_encoder_tokenizer", "generator_tokenizer"):
+        shutil.copytree(setup.checkpoint / name, sequence_saved / name)
+    for checkpoint in (pickled, sequence_saved):
+        spec = tmp_path / "spec.toml"
+        text = setup.spec("rag-token").read_text()
+        spec.write_text(text.replace(str(setup.checkpoint), str(checkpoint)))
+        got = Pipeline.from_spec(spec).loss(QUESTIONS, TARGETS)
+        torch.testing.assert_close(got, expected)
+
+
+def test_a_checkpoint_that_does_not_fit_its_config_is_refused(setup: Setup, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from ragloom.plugins.checkpoint import CheckpointError
+
+    broken = tmp_path / "broken"
+    shutil.copytree(setup.checkpoint, broken)
+    config = json.loads((broken / "config.json").read_text())
+    config["generator"]["decoder_layers"] = 3
+    (broken / "config.json").write_text(json.dumps(config))
+    spec = tmp_path / "spec.toml"
+    spec.write_text(setup.spec("rag-token").read_text().replace(str(setup.checkpoint), str(broken)))
+    with pytest.raises(CheckpointError, match="the generator weights do not fit its config"):
+        Pipeline.from_spec(spec).loss(QUESTIONS, TARGETS)
