@@ -33,32 +33,17 @@ from transformers import (
 
 from ragloom import Pipeline
 from ragloom.kb.hf import import_hf
-from ragloom.testing.tiny_models import BASE, Size, corpus, rag_checkpoint, recipe_knowledge_base
+from ragloom.testing.tiny_models import (
+    BASE,
+    Size,
+    corpus,
+    rag_checkpoint,
+    rag_spec,
+    recipe_knowledge_base,
+)
 
 SIZES = {"tiny": Size(64, 2, 2, 64, 2, 2, init_std=0.3), "base": BASE}
 N_DOCS, BEAMS, MAX_LENGTH, BATCH = 5, 4, 20, 8
-
-SPEC = """
-schema = 1
-[pipeline]
-n_docs = {n_docs}
-checkpoint = "{checkpoint}"
-[encoder]
-type = "dpr"
-passage_path = "{context}"
-[retriever]
-type = "dense"
-kb = "{kb}"
-[retriever.index]
-type = "faiss-exact"
-[generator]
-type = "bart"
-[marginalizer]
-type = "{marginalizer}"
-[generation]
-num_beams = {beams}
-max_length = {max_length}
-"""
 
 
 def questions(count: int) -> list[str]:
@@ -123,15 +108,7 @@ def benchmark(size_name: str, count: int, root: Path) -> None:
     ):
         spec = root / f"{marginalizer}.toml"
         spec.write_text(
-            SPEC.format(
-                n_docs=N_DOCS,
-                checkpoint=checkpoint,
-                context=context_dir,
-                kb=root / "kb",
-                marginalizer=marginalizer,
-                beams=BEAMS,
-                max_length=MAX_LENGTH,
-            )
+            rag_spec(checkpoint, context_dir, root / "kb", marginalizer, N_DOCS, BEAMS, MAX_LENGTH)
         )
         pipeline = Pipeline.from_spec(spec)
         if not (root / "kb").exists():

@@ -11,28 +11,8 @@ import torch
 
 from ragloom import Pipeline, SpecError, load_spec
 from ragloom.kb.hf import import_hf
-from ragloom.testing.tiny_models import Size, rag_checkpoint, recipe_knowledge_base
+from ragloom.testing.tiny_models import Size, rag_checkpoint, rag_spec, recipe_knowledge_base
 
-SPEC = """
-schema = 1
-[pipeline]
-n_docs = 3
-checkpoint = "{checkpoint}"
-[encoder]
-type = "dpr"
-passage_path = "{context}"
-[retriever]
-type = "dense"
-kb = "{kb}"
-[retriever.index]
-type = "faiss-exact"
-[generator]
-type = "bart"
-[marginalizer]
-type = "rag-token"
-[generation]
-max_length = 12
-"""
 QUESTIONS = ["who wrote animal farm", "paris capital of france"]
 TARGETS = ["orwell", "paris"]
 
@@ -43,7 +23,7 @@ def spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
     checkpoint, _, context = rag_checkpoint(root, seed=1, size=Size(generator_hidden=64))
     passages, index = recipe_knowledge_base(root, context, faiss.IndexFlatIP(32))
     path = root / "spec.toml"
-    path.write_text(SPEC.format(checkpoint=checkpoint, context=context, kb=root / "kb"))
+    path.write_text(rag_spec(checkpoint, context, root / "kb", max_length=12))
     import_hf(passages, root / "kb", index, Pipeline.from_spec(path).encoder, "dpr")
     return path
 

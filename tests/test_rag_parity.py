@@ -22,7 +22,7 @@ from transformers import (
 
 from ragloom import Pipeline
 from ragloom.kb.hf import import_hf
-from ragloom.testing.tiny_models import rag_checkpoint, recipe_knowledge_base
+from ragloom.testing.tiny_models import rag_checkpoint, rag_spec, recipe_knowledge_base
 
 QUESTIONS = [
     "who wrote the novel animal farm",
@@ -30,27 +30,6 @@ QUESTIONS = [
     "when was the apollo moon landing rocket launched into space by astronauts",
 ]
 TARGETS = ["orwell", "paris france", "moon landing"]
-
-SPEC = """
-schema = 1
-[pipeline]
-n_docs = 3
-checkpoint = "{checkpoint}"
-[encoder]
-type = "dpr"
-passage_path = "{context}"
-[retriever]
-type = "dense"
-kb = "{kb}"
-[retriever.index]
-type = "faiss-exact"
-[generator]
-type = "bart"
-[marginalizer]
-type = "{marginalizer}"
-[generation]
-max_length = 20
-"""
 
 
 class Setup:
@@ -71,14 +50,7 @@ class Setup:
 
     def spec(self, marginalizer: str) -> Path:
         path = self.root / f"{marginalizer}.toml"
-        path.write_text(
-            SPEC.format(
-                checkpoint=self.checkpoint,
-                context=self.context_dir,
-                kb=self.kb,
-                marginalizer=marginalizer,
-            )
-        )
+        path.write_text(rag_spec(self.checkpoint, self.context_dir, self.kb, marginalizer))
         return path
 
     def reference(self, model_class: Any) -> Any:

@@ -243,3 +243,35 @@ def recipe_knowledge_base(
     index_path = root / "my_knowledge_dataset_index.faiss"
     dataset.get_index("embeddings").save(str(index_path))
     return passages, index_path
+
+
+def rag_spec(
+    checkpoint: Path,
+    context_dir: Path,
+    kb: Path,
+    marginalizer: str = "rag-token",
+    n_docs: int = 3,
+    num_beams: int = 1,
+    max_length: int = 20,
+) -> str:
+    """The spec of a pipeline over a ``rag_checkpoint`` and its imported knowledge base."""
+    return f"""schema = 1
+[pipeline]
+n_docs = {n_docs}
+checkpoint = "{checkpoint}"
+[encoder]
+type = "dpr"
+passage_path = "{context_dir}"
+[retriever]
+type = "dense"
+kb = "{kb}"
+[retriever.index]
+type = "faiss-exact"
+[generator]
+type = "bart"
+[marginalizer]
+type = "{marginalizer}"
+[generation]
+num_beams = {num_beams}
+max_length = {max_length}
+"""
