@@ -59,5 +59,9 @@ class IndexBuildError(RagloomError):
     """An index that cannot be built with the given parameters and data."""
 
 
+class ParameterError(RagloomError, ValueError):
+    """A parameter that validated alone but cannot work with what it meets at run time."""
+
+
 class MismatchError(RagloomError):
     """A knowledge base or index used with an encoder or passages other than its own."""

@@ -135,6 +135,9 @@ class Pipeline:
         import torch
 
         settings = self._generation_settings(generation)
+        _check_questions(questions)
+        if not questions:
+            return []
         generator, marginalizer = self.generator, self.marginalizer
         with torch.inference_mode():
             queries, retrieved = self._retrieve(questions, None)
@@ -188,8 +191,7 @@ class Pipeline:
     # --- internals ----------------------------------------------------------------------------
 
     def _retrieve(self, questions: Sequence[str], k: int | None) -> tuple[torch.Tensor, Retrieved]:
-        if isinstance(questions, str):
-            raise TypeError("questions must be a list of strings, not one string")
+        _check_questions(questions)
         encoder, retriever = self.encoder, self.retriever
         if not self._checked_compatibility:
             check = getattr(retriever, "check_encoder", None)
@@ -224,3 +226,8 @@ class Pipeline:
             raise SpecError(
                 "generate()", describe(error, ("generation",), GenerationSettings)
             ) from None
+
+
+def _check_questions(questions: Sequence[str]) -> None:
+    if isinstance(questions, str):
+        raise TypeError("questions must be a list of strings, not one string")

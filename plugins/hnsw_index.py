@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ragloom import atomic
-from ragloom.errors import IndexFileError
+from ragloom.errors import IndexFileError, ParameterError
 from ragloom.locks import ReadWriteLock
 
 from .index_files import as_ids, as_matrix, check_k, read_meta, write_meta
@@ -96,7 +96,7 @@ class HnswIndex:
             take = min(k, self.ntotal)
             if take and len(matrix):
                 if self.params.ef < take:
-                    raise ValueError(
+                    raise ParameterError(
                         f"hnsw: ef={self.params.ef} is smaller than k={take}; raise "
                         f"[retriever.index] ef to at least k."
                     )

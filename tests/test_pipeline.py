@@ -74,3 +74,10 @@ def test_generation_overrides_are_validated(
     pipeline = Pipeline.from_spec(write_spec(SPEC), registry=toy_registry)
     with pytest.raises(SpecError, match=r'generate\(\): \[generation\] unknown key "beams"'):
         pipeline.generate(["q"], beams=2)
+
+
+def test_no_questions_no_answers(write_spec: Callable[..., Path], toy_registry: Registry) -> None:
+    pipeline = Pipeline.from_spec(write_spec(SPEC), registry=toy_registry)
+    assert pipeline.generate([]) == []
+    with pytest.raises(TypeError, match="a list of strings, not one string"):
+        pipeline.retrieve("one question")
