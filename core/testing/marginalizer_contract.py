@@ -16,7 +16,7 @@ import torch
 from ..protocols import Decoded, Marginalizer, PassageText
 from ..spec.model import GenerationSettings
 from ..tensors import shift_left
-from .table_generator import PAD, TableGenerator
+from .table_generator import TableGenerator
 
 QUESTIONS = ["first question", "second question", "third question"]
 
@@ -50,13 +50,17 @@ class MarginalizerContract:
         return TableGenerator()
 
     @pytest.fixture
-    def batch(self, generator: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def pad(self, generator: Any) -> int:
+        return int(generator.pad_token_id)
+
+    @pytest.fixture
+    def batch(self, generator: Any, pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Log-probs ``[3, 4, 6, V]``, a prior ``[3, 4]`` and padded targets ``[3, 6]``."""
         state = generator.start(QUESTIONS, passages_for(3, 4))
         labels = generator.encode_targets(["t3 t4 t5 t6", "t7", "t8 t9"])
         logprobs = generator.score(state, labels.repeat_interleave(4, dim=0))
         logprobs = logprobs.view(3, 4, *logprobs.shape[1:])
-        return logprobs, random_prior(3, 4), shift_left(labels, PAD)
+        return logprobs, random_prior(3, 4), shift_left(labels, pad)
 
     def _decode(
         self, marginalizer: Any, generator: Any, batch: int, k: int, **settings: Any
@@ -64,63 +68,73 @@ class MarginalizerContract:
         state = generator.start(QUESTIONS[:batch], passages_for(batch, k))
         prior = random_prior(batch, k)
         decoded: Decoded = marginalizer.decode(
-            generator, state, prior, GenerationSettings(max_length=8, **settings)
+            generator,
+            state,
+            prior,
+            GenerationSettings(max_length=self.max_length(generator), **settings),
         )
         return decoded
+
+    @staticmethod
+    def max_length(generator: Any) -> int:
+        """Seven generated tokens after the generator's start tokens."""
+        return len(generator.start_token_ids) + 7
 
     def test_satisfies_the_protocol(self, marginalizer: Any) -> None:
         assert isinstance(marginalizer, Marginalizer)
 
-    def test_loss_shapes_and_reduction(self, marginalizer: Any, batch: Any) -> None:
+    def test_loss_shapes_and_reduction(self, pad: int, marginalizer: Any, batch: Any) -> None:
         logprobs, prior, targets = batch
-        per_example = marginalizer.loss(logprobs, prior, targets, PAD, reduce=False)
-        total = marginalizer.loss(logprobs, prior, targets, PAD, reduce=True)
+        per_example = marginalizer.loss(logprobs, prior, targets, pad, reduce=False)
+        total = marginalizer.loss(logprobs, prior, targets, pad, reduce=True)
         assert per_example.shape == (3,) and total.shape == ()
         assert torch.isfinite(per_example).all() and (per_example > 0).all()
         torch.testing.assert_close(total, per_example.sum())
 
     def test_one_document_gives_the_generators_likelihood(
-        self, marginalizer: Any, batch: Any
+        self, pad: int, marginalizer: Any, batch: Any
     ) -> None:
         logprobs, _, targets = batch
         single = logprobs[:, :1]
         gathered = single[:, 0].gather(-1, targets[..., None]).squeeze(-1)
-        expected = -gathered.masked_fill(targets == PAD, 0.0).sum(1)
-        loss = marginalizer.loss(single, torch.zeros(3, 1), targets, PAD, reduce=False)
+        expected = -gathered.masked_fill(targets == pad, 0.0).sum(1)
+        loss = marginalizer.loss(single, torch.zeros(3, 1), targets, pad, reduce=False)
         torch.testing.assert_close(loss, expected)
 
-    def test_document_order_does_not_matter(self, marginalizer: Any, batch: Any) -> None:
+    def test_document_order_does_not_matter(self, pad: int, marginalizer: Any, batch: Any) -> None:
         logprobs, prior, targets = batch
         order = torch.tensor([2, 0, 3, 1])
         torch.testing.assert_close(
-            marginalizer.loss(logprobs, prior, targets, PAD, reduce=False),
-            marginalizer.loss(logprobs[:, order], prior[:, order], targets, PAD, reduce=False),
+            marginalizer.loss(logprobs, prior, targets, pad, reduce=False),
+            marginalizer.loss(logprobs[:, order], prior[:, order], targets, pad, reduce=False),
         )
 
-    def test_missing_documents_are_ignored(self, marginalizer: Any, batch: Any) -> None:
+    def test_missing_documents_are_ignored(self, pad: int, marginalizer: Any, batch: Any) -> None:
         logprobs, prior, targets = batch
         padded_logprobs = torch.cat([logprobs, logprobs[:, :1].flip(-1)], dim=1)
         padded_prior = torch.cat([prior, torch.full((3, 1), float("-inf"))], dim=1)
         torch.testing.assert_close(
-            marginalizer.loss(logprobs, prior, targets, PAD, reduce=False),
-            marginalizer.loss(padded_logprobs, padded_prior, targets, PAD, reduce=False),
+            marginalizer.loss(logprobs, prior, targets, pad, reduce=False),
+            marginalizer.loss(padded_logprobs, padded_prior, targets, pad, reduce=False),
         )
 
-    def test_gradients_reach_logprobs_and_prior(self, marginalizer: Any, batch: Any) -> None:
+    def test_gradients_reach_logprobs_and_prior(
+        self, pad: int, marginalizer: Any, batch: Any
+    ) -> None:
         logprobs, prior, targets = batch
-        logprobs = logprobs.clone().requires_grad_(True)
-        prior = prior.clone().requires_grad_(True)
-        marginalizer.loss(logprobs, prior, targets, PAD).backward()
+        logprobs = logprobs.detach().clone().requires_grad_(True)
+        prior = prior.detach().clone().requires_grad_(True)
+        marginalizer.loss(logprobs, prior, targets, pad).backward()
         assert logprobs.grad is not None and logprobs.grad.abs().sum() > 0
         assert prior.grad is not None and prior.grad.abs().sum() > 0
 
-    def test_label_smoothing(self, marginalizer: Any, batch: Any) -> None:
+    def test_label_smoothing(self, pad: int, marginalizer: Any, batch: Any) -> None:
         logprobs, prior, targets = batch
-        plain = marginalizer.loss(logprobs, prior, targets, PAD)
+        plain = marginalizer.loss(logprobs, prior, targets, pad)
         torch.testing.assert_close(
-            marginalizer.loss(logprobs, prior, targets, PAD, label_smoothing=0.0), plain
+            marginalizer.loss(logprobs, prior, targets, pad, label_smoothing=0.0), plain
         )
-        smoothed = marginalizer.loss(logprobs, prior, targets, PAD, label_smoothing=0.1)
+        smoothed = marginalizer.loss(logprobs, prior, targets, pad, label_smoothing=0.1)
         assert torch.isfinite(smoothed) and not torch.isclose(smoothed, plain)
 
     @pytest.mark.parametrize("num_beams", [1, 3])
@@ -130,10 +144,13 @@ class MarginalizerContract:
         decoded = self._decode(marginalizer, generator, 3, 4, num_beams=num_beams)
         assert len(decoded.sequences) == 3 and decoded.scores.shape == (3,)
         assert torch.isfinite(decoded.scores).all()
+        prefix = len(generator.start_token_ids)
         for sequence in decoded.sequences:
-            assert sequence[: len(generator.start_token_ids)] == generator.start_token_ids
-            assert sequence[-1] == generator.eos_token_id or len(sequence) == 8
-            assert generator.pad_token_id not in sequence
+            assert sequence[:prefix] == generator.start_token_ids
+            assert sequence[-1] == generator.eos_token_id or len(sequence) == self.max_length(
+                generator
+            )
+            assert generator.eos_token_id not in sequence[prefix:-1], "nothing after EOS"
 
     @pytest.mark.parametrize("num_beams", [1, 3])
     def test_decoding_is_independent_of_the_batch(
@@ -146,7 +163,7 @@ class MarginalizerContract:
                 generator,
                 state,
                 random_prior(3, 4)[b : b + 1],
-                GenerationSettings(max_length=8, num_beams=num_beams),
+                GenerationSettings(max_length=self.max_length(generator), num_beams=num_beams),
             )
             assert alone.sequences[0] == together.sequences[b]
             torch.testing.assert_close(alone.scores[0], together.scores[b])
@@ -159,7 +176,7 @@ class MarginalizerContract:
             state = generator.start(QUESTIONS[b : b + 1], passages_for(2, 1)[b : b + 1])
             tokens = list(generator.start_token_ids)
             logprobs, state = generator.step(state, torch.tensor([tokens]))
-            while len(tokens) < 8:
+            while len(tokens) < self.max_length(generator):
                 tokens.append(int(logprobs.argmax()))
                 if tokens[-1] == generator.eos_token_id:
                     break
@@ -167,22 +184,20 @@ class MarginalizerContract:
             assert sequence == tokens
 
     def test_greedy_score_is_the_answers_log_likelihood(
-        self, marginalizer: Any, generator: Any
+        self, pad: int, marginalizer: Any, generator: Any
     ) -> None:
         if not self.decode_score_is_likelihood:
             pytest.skip("this marginalizer's decoding score approximates its likelihood")
         decoded = self._decode(marginalizer, generator, 3, 4)
         state = generator.start(QUESTIONS, passages_for(3, 4))
         width = max(len(s) for s in decoded.sequences)
-        labels = torch.full((3, width), PAD, dtype=torch.int64)
+        labels = torch.full((3, width), pad, dtype=torch.int64)
         for b, sequence in enumerate(decoded.sequences):
             labels[b, : len(sequence)] = torch.tensor(sequence)
         logprobs = generator.score(state, labels.repeat_interleave(4, dim=0))
+        targets = shift_left(labels, pad)
+        targets[:, : len(generator.start_token_ids) - 1] = pad  # forced start tokens: not scored
         loss = marginalizer.loss(
-            logprobs.view(3, 4, *logprobs.shape[1:]),
-            random_prior(3, 4),
-            shift_left(labels, PAD),
-            PAD,
-            reduce=False,
+            logprobs.view(3, 4, *logprobs.shape[1:]), random_prior(3, 4), targets, pad, reduce=False
         )
         torch.testing.assert_close(decoded.scores, -loss)

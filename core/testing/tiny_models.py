@@ -275,3 +275,39 @@ type = "{marginalizer}"
 num_beams = {num_beams}
 max_length = {max_length}
 """
+
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def causal_lm_dir(directory: Path, seed: int = 0, chat: bool = True, hidden: int = 64) -> Path:
+    """A random Llama-architecture causal LM with a trained BPE tokenizer; with ``chat``, a
+    ChatML template and ``<|im_end|>`` as end of turn (as SmolLM2-Instruct has)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = bpe_tokenizer(directory)
+    if chat:
+        tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+        tokenizer.chat_template = CHAT_TEMPLATE
+        tokenizer.eos_token = "<|im_end|>"
+        tokenizer.save_pretrained(directory)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        initializer_range=0.3,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(directory)
+    return directory

@@ -1,0 +1,221 @@
+"""Generator ``causal-lm``: any transformers causal LM (Llama, SmolLM2, GPT-2...) as a RAG reader.
+
+Each (passage, question) becomes a prompt from ``prompt`` (placed in a user turn of the chat
+template when the tokenizer has one). Prompts are left-padded and prefilled once in ``start``;
+the tokens that open an answer (the chat template's assistant header, or ``answer_prefix``) are
+the same for every row, so they are the generator's ``start_token_ids`` and the marginalizers
+drive this generator exactly as they drive a seq2seq one.
+
+``select`` builds new cache tensors instead of reordering in place, so the prefilled state can be
+selected from many times (rag-sequence rescoring) and ``score`` never disturbs it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from ragloom.context import BuildContext
+from ragloom.protocols import PassageText
+
+from .bart_generator import DTYPES
+from .hf_encoder import ModelDirectoryError, weights_file
+
+DEFAULT_PROMPT = (
+    "Answer the question from the passage in a few words.\n\n"
+    "Passage ({title}): {text}\n\nQuestion: {question}"
+)
+
+
+@dataclass
+class CausalState:
+    """``R`` rows: the attention mask over prompt and answer so far, the next position of each
+    row, and the key/value cache."""
+
+    attention_mask: torch.Tensor
+    next_position: torch.Tensor
+    cache: Any
+
+
+class CausalLMGenerator:
+    """The ``causal-lm`` generator (see the module docstring)."""
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid", frozen=True)
+        path: str = Field(description="a transformers causal LM directory")
+        gguf_file: str | None = Field(
+            default=None, description="a GGUF file inside path to load (dequantized) instead"
+        )
+        prompt: str = Field(
+            default=DEFAULT_PROMPT, description="prompt with {title}, {text} and {question}"
+        )
+        answer_prefix: str = Field(
+            default="\nAnswer:", description="what opens an answer when there is no chat template"
+        )
+        chat_template: bool = Field(
+            default=True, description="use the tokenizer's chat template when it has one"
+        )
+        max_prompt_length: int = Field(default=512, ge=8, description="prompt tokens kept (left)")
+        dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+        attention: Literal["eager", "sdpa"] = "sdpa"
+        device: str = Field(default="cpu", description='"cpu", "cuda", ...')
+
+    def __init__(self, model: Any, tokenizer: Any, params: Params) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.params = params
+        self.device = torch.device(params.device)
+        generation = getattr(model, "generation_config", None)
+        eos = getattr(generation, "eos_token_id", None)
+        if isinstance(eos, list):
+            eos = eos[0]
+        self.eos_token_id = int(eos if eos is not None else tokenizer.eos_token_id)
+        pad = tokenizer.pad_token_id
+        self.pad_token_id = int(pad if pad is not None else self.eos_token_id)
+        self.vocab_size = int(model.config.vocab_size)
+        self.forced_eos_token_id: int | None = None
+        self.special_token_ids = frozenset(int(i) for i in tokenizer.all_special_ids)
+        self.use_chat = params.chat_template and getattr(tokenizer, "chat_template", None)
+        self.start_token_ids = self._answer_opening()
+        forward = inspect.signature(model.forward).parameters
+        self._cache_argument = "cache" if "cache" in forward else "past_key_values"
+
+    @classmethod
+    def from_spec(cls, params: Any, context: BuildContext, **children: Any) -> CausalLMGenerator:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        directory = context.resolve_path(params.path)
+        loading: dict[str, Any] = {"dtype": DTYPES[params.dtype]}
+        gguf: dict[str, str] = {}
+        if params.gguf_file is not None:
+            if not (directory / params.gguf_file).is_file():
+                raise ModelDirectoryError(
+                    f"[generator] gguf_file {directory / params.gguf_file} does not exist."
+                )
+            gguf["gguf_file"] = params.gguf_file
+        else:
+            weights_file(directory)
+        tokenizer = AutoTokenizer.from_pretrained(directory, **gguf)
+        loading.update(gguf)
+        model = AutoModelForCausalLM.from_pretrained(
+            directory, attn_implementation=params.attention, **loading
+        )
+        return cls(model.to(params.device), tokenizer, params)
+
+    # --- prompts ------------------------------------------------------------------------------
+
+    def _user_turn(self, text: str) -> list[dict[str, str]]:
+        return [{"role": "user", "content": text}]
+
+    def _chat_ids(self, text: str, opening: bool) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(
+            self._user_turn(text), add_generation_prompt=opening, tokenize=True
+        )
+        if not isinstance(ids, list):  # transformers 5 returns a BatchEncoding
+            ids = ids["input_ids"]
+        return [int(i) for i in ids]
+
+    def _answer_opening(self) -> list[int]:
+        """The tokens every answer starts with: the chat template's assistant header."""
+        if not self.use_chat:
+            return self._plain_ids(self.params.answer_prefix)
+        bare, opened = self._chat_ids("x", False), self._chat_ids("x", True)
+        if opened[: len(bare)] != bare or len(opened) == len(bare):
+            raise ModelDirectoryError(
+                "[generator] the tokenizer's chat template does not end a prompt with a fixed "
+                "assistant header; set chat_template = false."
+            )
+        return opened[len(bare) :]
+
+    def prompt_ids(self, question: str, passage: PassageText) -> list[int]:
+        """The prompt of one context, without the answer opening, cut to the last tokens."""
+        text = self.params.prompt.format(title=passage.title, text=passage.text, question=question)
+        if self.use_chat:
+            ids = self._chat_ids(text, False)
+        else:
+            ids = [int(i) for i in self.tokenizer(text)["input_ids"]]
+        return ids[-self.params.max_prompt_length :]
+
+    # --- the Generator protocol ---------------------------------------------------------------
+
+    def start(
+        self, questions: Sequence[str], passages: Sequence[Sequence[PassageText]]
+    ) -> CausalState:
+        prompts = [
+            self.prompt_ids(question, passage)
+            for question, row in zip(questions, passages, strict=True)
+            for passage in row
+        ]
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.int64)
+        mask = torch.zeros((len(prompts), width), dtype=torch.int64)
+        for row, prompt in enumerate(prompts):
+            ids[row, width - len(prompt) :] = torch.tensor(prompt)
+            mask[row, width - len(prompt) :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            **{self._cache_argument: cache},
+        )
+        return CausalState(mask, mask.sum(1), cache)
+
+    def _plain_ids(self, text: str) -> list[int]:
+        return [int(i) for i in self.tokenizer(text, add_special_tokens=False)["input_ids"]]
+
+    def _forward(
+        self, state: CausalState, tokens: torch.Tensor, cache: Any
+    ) -> tuple[Any, CausalState]:
+        tokens = tokens.to(self.device)
+        count = tokens.shape[1]
+        mask = torch.cat([state.attention_mask, torch.ones_like(tokens)], dim=1)
+        positions = state.next_position[:, None] + torch.arange(count, device=self.device)
+        output = self.model(
+            input_ids=tokens,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            **{self._cache_argument: cache},
+        )
+        return output.logits, CausalState(mask, state.next_position + count, cache)
+
+    def step(self, state: CausalState, tokens: torch.Tensor) -> tuple[torch.Tensor, CausalState]:
+        logits, state = self._forward(state, tokens, state.cache)
+        return torch.log_softmax(logits[:, -1].float(), dim=-1), state
+
+    def select(self, state: CausalState, rows: torch.Tensor) -> CausalState:
+        from transformers import DynamicCache
+
+        rows = rows.to(self.device)
+        cache = DynamicCache()
+        for index, layer in enumerate(state.cache.layers):
+            cache.update(layer.keys[rows], layer.values[rows], index)
+        return CausalState(state.attention_mask[rows], state.next_position[rows], cache)
+
+    def score(self, state: CausalState, labels: torch.Tensor) -> torch.Tensor:
+        rows = torch.arange(len(labels), device=self.device)
+        logits, _ = self._forward(state, labels, self.select(state, rows).cache)
+        return torch.log_softmax(logits.float(), dim=-1)
+
+    def encode_targets(self, texts: Sequence[str]) -> torch.Tensor:
+        rows = [[*self.start_token_ids, *self._plain_ids(t), self.eos_token_id] for t in texts]
+        width = max(len(row) for row in rows)
+        labels = torch.full((len(rows), width), self.pad_token_id, dtype=torch.int64)
+        for i, row in enumerate(rows):
+            labels[i, : len(row)] = torch.tensor(row)
+        return labels.to(self.device)
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        text: str = self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+        return text.strip()

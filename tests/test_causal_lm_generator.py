@@ -1,0 +1,101 @@
+"""The causal-lm generator: both marginalizers drive it unchanged, and it matches transformers'
+own generate() on a single passage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from ragloom.context import BuildContext
+from ragloom.plugins.causal_lm_generator import CausalLMGenerator
+from ragloom.plugins.marginalizers import RagSequence, RagToken
+from ragloom.protocols import PassageText
+from ragloom.spec import PipelineSettings
+from ragloom.testing import MarginalizerContract
+from ragloom.testing.tiny_models import causal_lm_dir
+
+
+def build(directory: Path, **params: Any) -> CausalLMGenerator:
+    context = BuildContext(directory, PipelineSettings())
+    return CausalLMGenerator.from_spec(
+        CausalLMGenerator.Params(path=str(directory), **params), context
+    )
+
+
+@pytest.fixture(scope="module")
+def chat_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return causal_lm_dir(tmp_path_factory.mktemp("llama-chat"))
+
+
+@pytest.fixture(scope="module")
+def plain_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return causal_lm_dir(tmp_path_factory.mktemp("llama"), seed=3, chat=False)
+
+
+class TestRagTokenDrivesACausalLM(MarginalizerContract):
+    @pytest.fixture
+    def marginalizer(self) -> RagToken:
+        return RagToken()
+
+    @pytest.fixture
+    def generator(self, chat_model: Path) -> CausalLMGenerator:
+        return build(chat_model)
+
+
+class TestRagSequenceDrivesACausalLM(MarginalizerContract):
+    @pytest.fixture
+    def marginalizer(self) -> RagSequence:
+        return RagSequence()
+
+    @pytest.fixture
+    def generator(self, plain_model: Path) -> CausalLMGenerator:
+        return build(plain_model)
+
+
+def test_the_answer_opens_with_the_chat_templates_assistant_header(chat_model: Path) -> None:
+    generator = build(chat_model)
+    header = generator.tokenizer.decode(generator.start_token_ids)
+    assert header == "<|im_start|>assistant\n"
+    assert generator.tokenizer.convert_ids_to_tokens(generator.eos_token_id) == "<|im_end|>"
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_one_passage_greedy_equals_transformers_generate(
+    chat_model: Path, plain_model: Path, chat: bool
+) -> None:
+    generator = build(chat_model if chat else plain_model)
+    passages = [
+        [PassageText(0, "Paris", "paris is the capital of france")],
+        [PassageText(1, "Moon", "apollo landing moon rocket space astronaut")],
+    ]
+    questions = ["what is the capital of france", "who went to the moon"]
+    state = generator.start(questions, passages)
+    answer = RagToken().decode(
+        generator,
+        state,
+        torch.zeros(2, 1),
+        _settings(max_length=len(generator.start_token_ids) + 10),
+    )
+    for row, (question, passage) in enumerate(zip(questions, passages, strict=True)):
+        prompt = generator.prompt_ids(question, passage[0]) + generator.start_token_ids
+        expected = generator.model.generate(
+            torch.tensor([prompt]),
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.int64),
+            do_sample=False,
+            max_new_tokens=10,
+            eos_token_id=generator.eos_token_id,
+            pad_token_id=generator.pad_token_id,
+        )[0, len(prompt) :].tolist()
+        got = answer.sequences[row][len(generator.start_token_ids) :]
+        assert got == expected[: len(got)] and (
+            len(got) == len(expected) or expected[len(got)] == generator.pad_token_id
+        )
+
+
+def _settings(**values: int) -> Any:
+    from ragloom.spec import GenerationSettings
+
+    return GenerationSettings(**values)
