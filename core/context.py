@@ -25,7 +25,12 @@ class BuildContext:
     pipeline: PipelineSettings
 
     def resolve_path(self, path: str | Path) -> Path:
-        """``path`` made absolute against the spec's directory; ``~`` is expanded."""
+        """``path`` made absolute against the spec's directory; ``~`` is expanded, and
+        ``asset:NAME`` names a packaged model (:mod:`ragloom.assets`)."""
+        if isinstance(path, str) and path.startswith("asset:"):
+            from .assets import resolve
+
+            return resolve(path)
         expanded = Path(path).expanduser()
         return expanded if expanded.is_absolute() else (self.base_dir / expanded).resolve()
 
