@@ -19,9 +19,13 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import atomic
 from .errors import RagloomError
+
+if TYPE_CHECKING:
+    from .protocols import Encoder
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +70,7 @@ def smollm2() -> Path:
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
     model = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
     # the weights are already dequantized to float32; forget the GGUF quantizer so they save
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     with atomic.directory(target) as temporary:
@@ -76,6 +80,39 @@ def smollm2() -> Path:
 
 
 ASSETS: dict[str, Callable[[], Path]] = {"minilm": minilm, "smollm2": smollm2}
+
+KNOWLEDGE_BASES = ("wikipedia",)
+"""Knowledge bases built from packaged corpora, on first use, with the pipeline's encoder."""
+
+
+def knowledge_base(reference: str, encoder: Encoder, encoder_type: str) -> Path:
+    """``"asset:wikipedia"`` → a KB of the embedded corpus encoded by ``encoder``, built into
+    the cache on first use and found there afterwards (one per encoder fingerprint)."""
+    from .kb import build_knowledge_base
+    from .kb.documents import passages
+    from .kb.wikipedia import CREDIT, wikipedia_documents
+
+    name = reference.removeprefix(PREFIX)
+    if name not in KNOWLEDGE_BASES:
+        from .suggest import listing, suggestion
+
+        raise AssetError(
+            f'"{reference}": no packaged knowledge base "{name}".'
+            f"{suggestion(name, KNOWLEDGE_BASES)} Packaged: {listing(KNOWLEDGE_BASES)}."
+        )
+    target = cache_directory() / "kb" / f"{name}-{encoder.fingerprint}"
+    atomic.recover_directory(target)
+    if not (target / "manifest.json").is_file():
+        log.info("building the %s knowledge base in %s (once)", name, target)
+        build_knowledge_base(
+            passages(wikipedia_documents(), 100),
+            encoder,
+            target,
+            encoder_type=encoder_type,
+            batch_size=64,
+            source={"asset": name, "split_words": 100, "credit": CREDIT},
+        )
+    return target
 
 
 def resolve(reference: str) -> Path:

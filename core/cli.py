@@ -14,15 +14,14 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from .commands import ask as ask_commands
+from .commands import demo as demo_commands
 from .commands import index as index_commands
 from .commands import kb as kb_commands
 from .commands.common import add_set_option, component_lines, spec_from_args, table_lines
 from .errors import RagloomError, SpecError
 from .plugin_manager import get_registry
 from .preflight import preflight
-from .spec import load_spec
-
-EXAMPLE_SPEC = "rag_token.toml"
 
 
 def _version() -> str:
@@ -71,19 +70,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    """Show what is registered and validate the bundled example spec."""
-    print(f"ragloom {_version()}: registered components\n")
-    cmd_plugins(argparse.Namespace(json=False))
-    example = importlib.resources.files("ragloom").joinpath("examples", EXAMPLE_SPEC)
-    with importlib.resources.as_file(example) as path:
-        print(f"\nThe bundled example spec ({EXAMPLE_SPEC}):")
-        spec = load_spec(path)
-        print(f"  valid; n_docs {spec.pipeline.n_docs}")
-        print("\n".join(component_lines(spec)))
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ragloom",
@@ -101,9 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_set_option(validate)
     validate.set_defaults(handler=cmd_validate)
 
-    demo = commands.add_parser("demo", help="the main job on the embedded default knowledge base")
-    demo.set_defaults(handler=cmd_demo)
-
+    ask_commands.add_to(commands)
+    demo_commands.add_to(commands)
     kb_commands.add_to(commands)
     index_commands.add_to(commands)
     return parser

@@ -3,7 +3,8 @@ its nested components."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,10 +20,23 @@ class BuildContext:
 
     ``base_dir`` is the directory of the spec file (the working directory for a spec given as a
     mapping); relative paths in a spec are relative to it. ``pipeline`` is the ``[pipeline]`` table.
+    ``component(table)`` gives another component of the same pipeline; ``types`` maps each
+    top-level table to its registered type.
     """
 
     base_dir: Path
     pipeline: PipelineSettings
+    lookup: Callable[[str], Any] | None = None
+    types: Mapping[str, str] = field(default_factory=dict)
+
+    def component(self, table: str) -> Any:
+        """The pipeline's component of ``[table]`` (built on first use), for components that
+        need another one: a retriever that builds its knowledge base with the encoder."""
+        if self.lookup is None:
+            from .errors import MissingComponentError
+
+            raise MissingComponentError(f"no pipeline to take the [{table}] component from.")
+        return self.lookup(table)
 
     def resolve_path(self, path: str | Path) -> Path:
         """``path`` made absolute against the spec's directory; ``~`` is expanded, and

@@ -30,7 +30,8 @@ class Pipeline:
     def __init__(self, spec: Spec, registry: Registry) -> None:
         self.spec = spec
         self.registry = registry
-        self.context = BuildContext(base_dir=spec.base_dir, pipeline=spec.pipeline)
+        types = {table: component.type for table, component in spec.components.items()}
+        self.context = BuildContext(spec.base_dir, spec.pipeline, self.component, types)
         self._built: dict[str, Any] = {}
         self._checked_compatibility = False
 
@@ -56,6 +57,13 @@ class Pipeline:
         else:
             spec = load_spec(spec, overrides, registry)
         return cls(spec, registry)
+
+    def share(self, other: Pipeline, *tables: str) -> Pipeline:
+        """Use ``other``'s built components for ``tables`` (same objects, same weights): how an
+        experiment swaps one part, e.g. the knowledge base, and keeps the models loaded."""
+        for table in tables:
+            self._built[table] = other.component(table, "share()")
+        return self
 
     def to_spec(self) -> str:
         """The pipeline's spec as TOML, every default explicit; ``from_spec`` reads it back."""
@@ -145,10 +153,11 @@ class Pipeline:
             state = generator.start(self._question_text(questions), retrieved.passages)
             decoded = marginalizer.decode(generator, state, doc_logprior, settings)
         answers = []
+        opening = len(generator.start_token_ids)
         for sequence, score, passages in zip(
             decoded.sequences, decoded.scores.tolist(), retrieved.passages, strict=True
         ):
-            tokens = [t for t in sequence if t not in generator.special_token_ids]
+            tokens = [t for t in sequence[opening:] if t not in generator.special_token_ids]
             answers.append(Answer(generator.decode(tokens), float(score), tokens, passages))
         return answers
 

@@ -70,8 +70,8 @@ class Answer:
     ``score`` is the score decoding ranked the answer by (see :class:`Decoded`): a
     log-probability (rag-token: the sum of the doc-marginalized token log-probabilities;
     rag-sequence: log Σ_z p(z|x) p(y|x,z)), divided by ``length ** length_penalty`` in beam search.
-    ``token_ids`` are the generator's ids without special tokens; ``passages`` are the documents the
-    answer was generated from, best first.
+    ``token_ids`` are the generated ids after the generator's start tokens, special tokens left
+    out; ``passages`` are the documents the answer was generated from, best first.
     """
 
     text: str

@@ -9,12 +9,14 @@ use, so swapping index types never re-encodes the corpus.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from ragloom import assets
 from ragloom.context import BuildContext, Declared
 from ragloom.kb import KBManifest, KnowledgeBase
 from ragloom.kb.manifest import MANIFEST_FILE
@@ -30,7 +32,10 @@ class DenseRetriever:
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid", frozen=True)
-        kb: str = Field(description="knowledge base directory (ragloom kb build / import-hf)")
+        kb: str = Field(
+            description="knowledge base directory (ragloom kb build / import-hf), or "
+            '"asset:wikipedia" for the embedded corpus'
+        )
         build_index: bool = Field(
             default=True, description="build the index from the stored embeddings if missing"
         )
@@ -48,11 +53,20 @@ class DenseRetriever:
     @classmethod
     def from_spec(cls, params: Any, context: BuildContext, **children: Any) -> DenseRetriever:
         declared: Declared = children["index"]
-        kb = KnowledgeBase.open(context.resolve_path(params.kb))
+        kb = KnowledgeBase.open(cls._kb_path(params, context))
         index = kb.load_index(
             declared, build=params.build_index, allow_mismatch=params.allow_mismatch
         )
         return cls(kb, index, params)
+
+    @staticmethod
+    def _kb_path(params: Any, context: BuildContext) -> Path:
+        """The KB directory; ``asset:NAME`` is a packaged corpus encoded by the pipeline's
+        encoder, built into the cache on first use."""
+        if params.kb.startswith(assets.PREFIX):
+            encoder = context.component("encoder")
+            return assets.knowledge_base(params.kb, encoder, context.types.get("encoder", "?"))
+        return context.resolve_path(params.kb)
 
     @classmethod
     def preflight(
@@ -63,6 +77,8 @@ class DenseRetriever:
         **children: Any,
     ) -> tuple[list[str], list[str]]:
         """What ``ragloom validate`` reports: KB size, index memory estimate, encoder match."""
+        if params.kb.startswith(assets.PREFIX):
+            return [f"[retriever] kb {params.kb}: built with the encoder on first use"], []
         path = context.resolve_path(params.kb)
         if not (path / MANIFEST_FILE).exists():
             return [f"[retriever] kb {path}: not built yet (ragloom kb build)"], []

@@ -76,13 +76,6 @@ def test_plugins_lists_builtins_with_their_distribution(capsys: pytest.CaptureFi
     assert rows[("index", "faiss-exact")]["distribution"] == "ragloom"
 
 
-def test_demo_shows_the_registry_and_the_example(capsys: pytest.CaptureFixture[str]) -> None:
-    status, out, _ = run(capsys, "demo")
-    assert status == 0
-    assert "registered components" in out and "faiss-exact" in out
-    assert "The bundled example spec (rag_token.toml):\n  valid" in out
-
-
 def test_version_and_console_script() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "ragloom.cli", "--version"],

@@ -34,12 +34,18 @@ def test_the_wheel_runs_from_its_own_files(installed: Path, tmp_path: Path) -> N
     assert "faiss-exact" in indexes
     assert (installed / "ragloom" / "registry.toml").is_file()
     assert not (installed / "ragloom" / "registry.toml").is_symlink()
-    demo = subprocess.run(
-        [sys.executable, "-m", "ragloom.cli", "demo"],
+    validate = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import importlib.resources as r, sys; from ragloom.cli import main; "
+            "sys.exit(main(['validate', str(r.files('ragloom') / 'examples' / 'rag_token.toml')]))",
+        ],
         capture_output=True,
         text=True,
         env=env,
         cwd=tmp_path,
     )
-    assert demo.returncode == 0, demo.stderr
-    assert "The bundled example spec (rag_token.toml):\n  valid" in demo.stdout
+    assert validate.returncode == 0, validate.stderr
+    assert "rag_token.toml: valid" in validate.stdout
+    assert (installed / "ragloom" / "examples" / "wikipedia.toml").is_file()

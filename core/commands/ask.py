@@ -1,0 +1,36 @@
+"""``ragloom ask SPEC "question"``: one answer, and the passages it came from."""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+from typing import Any
+
+from ..protocols import Answer
+from .common import add_set_option, spec_from_args
+
+
+def print_answer(answer: Answer, show_passages: bool, indent: str = "") -> None:
+    print(f"{indent}{answer.text or '(empty answer)'}    [score {answer.score:.2f}]")
+    if show_passages:
+        for rank, passage in enumerate(answer.passages, start=1):
+            snippet = textwrap.shorten(passage.text, 110)
+            print(f"{indent}  {rank}. {passage.title} ({passage.score:.3f}): {snippet}")
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from ..pipeline import Pipeline
+
+    pipeline = Pipeline.from_spec(spec_from_args(args.spec, args.set))
+    (answer,) = pipeline.generate([args.question])
+    print_answer(answer, args.show_passages)
+    return 0
+
+
+def add_to(commands: Any) -> None:
+    ask = commands.add_parser("ask", help="answer one question with a spec's pipeline")
+    ask.add_argument("spec", help="path to a TOML spec")
+    ask.add_argument("question")
+    ask.add_argument("--show-passages", action="store_true", help="list the retrieved passages")
+    add_set_option(ask)
+    ask.set_defaults(handler=cmd_ask)

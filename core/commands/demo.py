@@ -1,0 +1,101 @@
+"""``ragloom demo``: real, offline RAG over the embedded Wikipedia sample, then a hot swap of
+its knowledge (Lewis et al. 2020, §4.5) with the model weights untouched."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.resources
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .ask import print_answer
+from .common import add_set_option, overrides
+
+if TYPE_CHECKING:
+    from ..pipeline import Pipeline
+
+EXAMPLE = "wikipedia.toml"
+QUESTIONS = [
+    "Who was the 16th president of the United States?",
+    "What is the SI unit of electric current?",
+    "Who developed the theory of relativity?",
+]
+SWAP_QUESTION, OLD, NEW = QUESTIONS[0], "Abraham Lincoln", "Jonathan Quill"
+
+
+def answer_questions(pipeline: Pipeline) -> None:
+    started = time.perf_counter()
+    for number, question in enumerate(QUESTIONS):
+        (answer,) = pipeline.generate([question])
+        if number == 0:
+            print(f"(first answer after {time.perf_counter() - started:.0f} s)")
+        print(f"Q: {question}")
+        print_answer(answer, show_passages=True, indent="   ")
+        print()
+
+
+def rewrite(text: str) -> str:
+    """The new edition's wording: the full name, then the surname alone."""
+    return text.replace(OLD, NEW).replace(OLD.split()[-1], NEW.split()[-1])
+
+
+def new_edition(pipeline: Pipeline) -> Path:
+    """A copy of the pipeline's KB whose passages about the swapped fact say NEW, not OLD."""
+    from ..assets import cache_directory
+    from ..kb.edit import edited_copy
+
+    passages = pipeline.retrieve([SWAP_QUESTION], k=10).passages[0]
+    edits = {
+        p.id: (rewrite(p.title), rewrite(p.text))
+        for p in passages
+        if OLD.split()[-1] in p.text or OLD in p.title
+    }
+    kb = pipeline.retriever.kb  # type: ignore[attr-defined]
+    edition = cache_directory() / "kb" / f"{kb.directory.name}-edition-{NEW.replace(' ', '-')}"
+    edited_copy(kb, edition, edits, pipeline.encoder)
+    print(f"({len(edits)} passages rewritten and re-encoded into {edition})")
+    return edition
+
+
+def hot_swap(pipeline: Pipeline, spec: Path, assignments: dict[str, Any]) -> None:
+    from ..pipeline import Pipeline
+
+    print(f'Hot swap: a new edition of the knowledge base says "{NEW}" where it said "{OLD}".')
+    print("The encoder and generator are the same objects; only the knowledge base changes.")
+    print("Answers come from the top passage alone, so the edition is what the model reads.")
+    top1 = {**assignments, "pipeline.n_docs": 1}
+    original = Pipeline.from_spec(spec, top1).share(
+        pipeline, "encoder", "retriever", "generator", "marginalizer"
+    )
+    (before,) = original.generate([SWAP_QUESTION])
+    edition = new_edition(pipeline)
+    swapped = Pipeline.from_spec(spec, {**top1, "retriever.kb": str(edition)})
+    swapped.share(pipeline, "encoder", "generator", "marginalizer")
+    (after,) = swapped.generate([SWAP_QUESTION])
+    print(f"Q: {SWAP_QUESTION}")
+    print(f"   original edition: {before.text}")
+    print(f"   new edition:      {after.text}")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ..kb.wikipedia import CREDIT
+    from ..pipeline import Pipeline
+
+    print(f"ragloom demo. {CREDIT}")
+    print("The first run builds the knowledge base and its index into ~/.cache/ragloom.\n")
+    example = importlib.resources.files("ragloom").joinpath("examples", EXAMPLE)
+    with importlib.resources.as_file(example) as spec:
+        assignments = overrides(args.set)
+        pipeline = Pipeline.from_spec(spec, assignments)
+        answer_questions(pipeline)
+        hot_swap(pipeline, spec, assignments)
+    return 0
+
+
+def add_to(commands: Any) -> None:
+    demo = commands.add_parser(
+        "demo", help="answer from the embedded Wikipedia sample, then hot-swap its knowledge"
+    )
+    add_set_option(demo)
+    demo.set_defaults(handler=cmd_demo)
