@@ -155,7 +155,7 @@ def test_missing_slot_and_missing_type(write_spec: WriteSpec, toy_registry: Regi
         load_spec(path, registry=toy_registry)
     message = problems(excinfo)
     assert '[retriever] type = "toy" needs a [retriever.index] table with a index type' in message
-    assert '[generator] needs a key type = "...", one of: bart, toy.' in message
+    assert '[generator] needs a key type = "...", one of: bart, causal-lm, toy.' in message
 
 
 def test_schema_version_is_required_and_checked(write_spec: WriteSpec, registry: Registry) -> None:
