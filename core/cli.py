@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from .commands import ask as ask_commands
 from .commands import demo as demo_commands
+from .commands import evaluate as eval_commands
 from .commands import index as index_commands
 from .commands import kb as kb_commands
 from .commands.common import add_set_option, component_lines, spec_from_args, table_lines
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ask_commands.add_to(commands)
     demo_commands.add_to(commands)
+    eval_commands.add_to(commands)
     kb_commands.add_to(commands)
     index_commands.add_to(commands)
     return parser
@@ -96,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    logging.getLogger("ragloom").setLevel(logging.INFO)
     args = build_parser().parse_args(argv)
     try:
         status: int = args.handler(args)

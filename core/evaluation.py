@@ -1,0 +1,156 @@
+"""Evaluating a pipeline on a QA file: exact match, F1, retrieval recall@k, latency.
+
+Results are written as they come (one JSON line per question, flushed), so a run that dies keeps
+every finished question; the summary, the resolved spec and the index manifests follow at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import atomic
+from .errors import RagloomError
+from .metrics import exact_match, f1, has_answer
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
+
+
+class QADataError(RagloomError):
+    """A QA file that cannot be read or has a malformed line."""
+
+
+@dataclass(frozen=True)
+class QAItem:
+    question: str
+    answers: list[str]
+    title: str | None = None
+
+
+def read_qa(path: Path) -> list[QAItem]:
+    """Every line of a JSONL QA file, checked before anything runs: ``question`` (a non-empty
+    string) and ``answers`` (a non-empty list of strings) are required, ``title`` optional."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise QADataError(f"{path}: cannot be read ({error}).") from None
+    items = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise QADataError(f"{path}:{number}: not valid JSON ({error.msg}).") from None
+        question, answers = row.get("question"), row.get("answers")
+        if not isinstance(question, str) or not question.strip():
+            raise QADataError(f'{path}:{number}: "question" must be a non-empty string.')
+        if not (isinstance(answers, list) and answers and all(isinstance(a, str) for a in answers)):
+            raise QADataError(
+                f'{path}:{number}: "answers" must be a non-empty list of strings, '
+                f'e.g. ["George Orwell", "Orwell"].'
+            )
+        items.append(QAItem(question.strip(), answers, row.get("title")))
+    if not items:
+        raise QADataError(f"{path}: no questions.")
+    return items
+
+
+@dataclass(frozen=True)
+class Summary:
+    questions: int
+    exact_match: float
+    f1: float
+    recall: dict[int, float]
+    latency_p50: float
+    latency_p90: float
+    latency_p99: float
+
+
+def _percentile(values: Sequence[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else 0.0
+
+
+def evaluate(
+    pipeline: Pipeline, items: Sequence[QAItem], out: Path, ks: Sequence[int] = (1, 5, 10)
+) -> Summary:
+    """Answer every question (one at a time, for latency) and write ``out/``:
+    ``questions.jsonl`` (as it goes), ``summary.json``, ``spec.toml``, ``index-manifest.json``."""
+    from tqdm import tqdm
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(out / "spec.toml", pipeline.to_spec())
+    scores: dict[str, list[float]] = {"em": [], "f1": [], "latency": []}
+    hits: dict[int, list[float]] = {k: [] for k in ks}
+    with (out / "questions.jsonl").open("w", encoding="utf-8") as log:
+        for item in tqdm(items, unit="question", desc="eval"):
+            started = time.perf_counter()
+            (answer,) = pipeline.generate([item.question])
+            latency = time.perf_counter() - started
+            retrieved = pipeline.retrieve([item.question], k=max(ks)).passages[0]
+            found = [has_answer(p.text, item.answers) for p in retrieved]
+            recall = {k: float(any(found[:k])) for k in ks}
+            scores["em"].append(exact_match(answer.text, item.answers))
+            scores["f1"].append(f1(answer.text, item.answers))
+            scores["latency"].append(latency)
+            for k in ks:
+                hits[k].append(recall[k])
+            row = {
+                "question": item.question,
+                "answers": item.answers,
+                "prediction": answer.text,
+                "exact_match": scores["em"][-1],
+                "f1": scores["f1"][-1],
+                "latency": round(latency, 4),
+                "passages": [p.title for p in answer.passages],
+                **{f"recall@{k}": value for k, value in recall.items()},
+            }
+            log.write(json.dumps(row, ensure_ascii=False) + "\n")
+            log.flush()
+    count = len(items)
+    summary = Summary(
+        questions=count,
+        exact_match=sum(scores["em"]) / count,
+        f1=sum(scores["f1"]) / count,
+        recall={k: sum(values) / count for k, values in hits.items()},
+        latency_p50=_percentile(scores["latency"], 0.5),
+        latency_p90=_percentile(scores["latency"], 0.9),
+        latency_p99=_percentile(scores["latency"], 0.99),
+    )
+    atomic.write_text(out / "summary.json", json.dumps(asdict(summary), indent=2) + "\n")
+    _copy_index_manifest(pipeline, out)
+    return summary
+
+
+def _copy_index_manifest(pipeline: Pipeline, out: Path) -> None:
+    kb = getattr(pipeline.retriever, "kb", None)
+    index = pipeline.spec.components["retriever"].children.get("index")
+    if kb is None or index is None:
+        return
+    from .context import Declared
+
+    declared = Declared(index.type, pipeline.registry.load("index", index.type), index.params)
+    manifest = kb.index_path(declared) / "manifest.json"
+    if manifest.is_file():
+        shutil.copy(manifest, out / "index-manifest.json")
+    shutil.copy(kb.directory / "manifest.json", out / "kb-manifest.json")
+
+
+def summary_row(name: str, summary: Summary) -> list[Any]:
+    """One line of the comparison table."""
+    recall = [f"{summary.recall[k]:.3f}" for k in sorted(summary.recall)]
+    return [
+        name,
+        f"{summary.exact_match:.3f}",
+        f"{summary.f1:.3f}",
+        *recall,
+        f"{summary.latency_p50:.2f}",
+        f"{summary.latency_p90:.2f}",
+    ]
