@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from . import atomic
 from .errors import RagloomError
 from .metrics import exact_match, f1, has_answer
+from .protocols import Answer
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -64,9 +65,12 @@ def read_qa(path: Path) -> list[QAItem]:
 
 @dataclass(frozen=True)
 class Summary:
+    """Means over the questions; ``exact_match`` and ``f1`` are None when nothing was
+    generated (``--retrieval-only``)."""
+
     questions: int
-    exact_match: float
-    f1: float
+    exact_match: float | None
+    f1: float | None
     recall: dict[int, float]
     latency_p50: float
     latency_p90: float
@@ -79,10 +83,16 @@ def _percentile(values: Sequence[float], share: float) -> float:
 
 
 def evaluate(
-    pipeline: Pipeline, items: Sequence[QAItem], out: Path, ks: Sequence[int] = (1, 5, 10)
+    pipeline: Pipeline,
+    items: Sequence[QAItem],
+    out: Path,
+    ks: Sequence[int] = (1, 5, 10),
+    generate: bool = True,
 ) -> Summary:
     """Answer every question (one at a time, for latency) and write ``out/``:
-    ``questions.jsonl`` (as it goes), ``summary.json``, ``spec.toml``, ``index-manifest.json``."""
+    ``questions.jsonl`` (as it goes), ``summary.json``, ``spec.toml``, ``index-manifest.json``.
+    Without ``generate``, only retrieval runs (recall; exact match and F1 stay 0, latency is
+    retrieval's)."""
     from tqdm import tqdm
 
     out.mkdir(parents=True, exist_ok=True)
@@ -92,13 +102,16 @@ def evaluate(
     with (out / "questions.jsonl").open("w", encoding="utf-8") as log:
         for item in tqdm(items, unit="question", desc="eval"):
             started = time.perf_counter()
-            (answer,) = pipeline.generate([item.question])
-            latency = time.perf_counter() - started
+            if generate:
+                (answer,) = pipeline.generate([item.question])
             retrieved = pipeline.retrieve([item.question], k=max(ks)).passages[0]
+            if not generate:
+                answer = Answer("", 0.0, [], retrieved[: pipeline.spec.pipeline.n_docs])
+            latency = time.perf_counter() - started
             found = [has_answer(p.text, item.answers) for p in retrieved]
             recall = {k: float(any(found[:k])) for k in ks}
-            scores["em"].append(exact_match(answer.text, item.answers))
-            scores["f1"].append(f1(answer.text, item.answers))
+            scores["em"].append(exact_match(answer.text, item.answers) if generate else 0.0)
+            scores["f1"].append(f1(answer.text, item.answers) if generate else 0.0)
             scores["latency"].append(latency)
             for k in ks:
                 hits[k].append(recall[k])
@@ -106,8 +119,8 @@ def evaluate(
                 "question": item.question,
                 "answers": item.answers,
                 "prediction": answer.text,
-                "exact_match": scores["em"][-1],
-                "f1": scores["f1"][-1],
+                "exact_match": scores["em"][-1] if generate else None,
+                "f1": scores["f1"][-1] if generate else None,
                 "latency": round(latency, 4),
                 "passages": [p.title for p in answer.passages],
                 **{f"recall@{k}": value for k, value in recall.items()},
@@ -117,8 +130,8 @@ def evaluate(
     count = len(items)
     summary = Summary(
         questions=count,
-        exact_match=sum(scores["em"]) / count,
-        f1=sum(scores["f1"]) / count,
+        exact_match=sum(scores["em"]) / count if generate else None,
+        f1=sum(scores["f1"]) / count if generate else None,
         recall={k: sum(values) / count for k, values in hits.items()},
         latency_p50=_percentile(scores["latency"], 0.5),
         latency_p90=_percentile(scores["latency"], 0.9),
@@ -146,10 +159,14 @@ def _copy_index_manifest(pipeline: Pipeline, out: Path) -> None:
 def summary_row(name: str, summary: Summary) -> list[Any]:
     """One line of the comparison table."""
     recall = [f"{summary.recall[k]:.3f}" for k in sorted(summary.recall)]
+
+    def share(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
     return [
         name,
-        f"{summary.exact_match:.3f}",
-        f"{summary.f1:.3f}",
+        share(summary.exact_match),
+        share(summary.f1),
         *recall,
         f"{summary.latency_p50:.2f}",
         f"{summary.latency_p90:.2f}",

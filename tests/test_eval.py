@@ -120,3 +120,17 @@ def test_the_bundled_qa_set_reads(tmp_path: Path) -> None:
     items = read_qa(Path(__file__).parent.parent / "data" / "wikipedia_qa.jsonl")
     assert len(items) >= 100
     assert all(item.title for item in items)
+
+
+def test_retrieval_only_reports_recall_without_generating(
+    spec: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_qa(tmp_path / "qa.jsonl", [{"question": "paris capital", "answers": ["paris"]}])
+    status = main(
+        ["eval", str(spec), "--data", str(data), "--out", str(tmp_path / "r"), "--retrieval-only"]
+    )
+    assert status == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("spec"))
+    assert row.split()[1:3] == ["-", "-"]
+    summary = json.loads((tmp_path / "r" / "spec" / "summary.json").read_text())
+    assert summary["exact_match"] is None and summary["recall"]["1"] in (0.0, 1.0)

@@ -46,7 +46,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
             ):
                 pipeline.share(base, table)
         print(f"variant {name}: {len(items)} questions")
-        summary = evaluate(pipeline, items, out / name.replace("/", "_"), ks)
+        summary = evaluate(
+            pipeline, items, out / name.replace("/", "_"), ks, not args.retrieval_only
+        )
         rows.append(summary_row(name, summary))
     print("\n".join(table_lines(rows)))
     print(f"results: {out}")
@@ -60,6 +62,9 @@ def add_to(commands: Any) -> None:
     evaluation.add_argument("--out", help="run directory (default runs/eval-<time>)")
     evaluation.add_argument("-k", default="1,5,10", help="recall cut-offs (default 1,5,10)")
     evaluation.add_argument("--limit", type=int, help="first N questions only")
+    evaluation.add_argument(
+        "--retrieval-only", action="store_true", help="measure recall@k and latency only"
+    )
     evaluation.add_argument(
         "--sweep",
         action="append",
