@@ -222,3 +222,13 @@ def test_the_encoder_is_differentiable_for_questions(kb: Path, model: Path, tmp_
     with torch.inference_mode():
         assert not encoder.encode_queries(["x"]).requires_grad
     assert TESTS.exists()
+
+
+def test_a_question_longer_than_the_encoder_limit_is_truncated(
+    kb: Path, model: Path, tmp_path: Path
+) -> None:
+    """Questions are cut to the encoder's token limit (max_length, at most 512), not refused."""
+    pipeline = Pipeline.from_spec(spec_file(tmp_path, model, kb))
+    long_question = " ".join(["paris"] * 2000)
+    retrieved = pipeline.retrieve([long_question, "paris"])
+    assert retrieved.ids.shape == (2, 4)
