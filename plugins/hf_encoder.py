@@ -223,3 +223,14 @@ class HFEncoder:
                 for part in self._batches(len(first))
             ]
             return self._finish(torch.cat(parts)) if parts else torch.zeros(0, self.dim)
+
+
+class MeanPoolEncoder(HFEncoder):
+    """The ``hf-mean-pool`` encoder: a sentence encoder (all-MiniLM-L6-v2 and the like) from
+    any BERT-like directory, one tower for questions and passages, masked-mean pooled and
+    L2-normalized, passages read as ``"title: text"``. The ``dpr`` encoder with other defaults."""
+
+    class Params(HFEncoder.Params):
+        pooling: Literal["cls", "mean"] = "mean"
+        normalize: bool = True
+        passage_input: Literal["pair", "joined"] = "joined"
