@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .. import atomic
 from ..context import Declared
 from .knowledge_base import KnowledgeBase
 from .manifest import IndexManifest
@@ -124,5 +126,7 @@ def plot(measurements: list[Measurement], k: int, path: Path) -> None:
     axes.set_ylim(min([m.recall for m in measurements] + [0.9]) - 0.05, 1.02)
     axes.grid(True, alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=120)
     plt.close(figure)
+    atomic.write_bytes(path, image.getvalue())
