@@ -37,6 +37,35 @@ def _search_settings(generator: Generator, settings: GenerationSettings) -> Sear
     )
 
 
+class _Decoding:
+    """The generator state behind a search. Every hypothesis of a context starts identical, so
+    the first step runs once per context; the state is expanded to its ``rows`` after it."""
+
+    def __init__(self, generator: Generator, state: Any, rows: torch.Tensor) -> None:
+        self.generator = generator
+        self.state = state
+        self.rows = rows
+        self.started = False
+
+    def step(self, tokens: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """Log-probs for ``tokens`` (one row per hypothesis); on the first call, one row per
+        context, and True to say so."""
+        if self.started:
+            logprobs, self.state = self.generator.step(self.state, tokens)
+            return logprobs.float(), False
+        contexts = torch.arange(int(self.rows.max()) + 1)
+        # step on a selected copy: ``step`` may consume its state, and the state ``start`` made
+        # is still needed (rag-sequence rescores on it)
+        base = self.generator.select(self.state, contexts)
+        logprobs, first = self.generator.step(base, tokens[:1].expand(len(contexts), -1))
+        self.state = self.generator.select(first, self.rows)
+        self.started = True
+        return logprobs.float(), True
+
+    def select(self, rows: torch.Tensor) -> None:
+        self.state = self.generator.select(self.state, rows)
+
+
 def _smoothed(nll: torch.Tensor, smooth: torch.Tensor, epsilon: float, vocab: int) -> torch.Tensor:
     return (1.0 - epsilon) * nll + (epsilon / vocab) * smooth
 
@@ -96,19 +125,19 @@ class RagToken(_Marginalizer):
         batch, k = doc_logprior.shape
         beams = settings.num_beams
         rows = torch.arange(batch * k).view(batch, 1, k).expand(batch, beams, k).reshape(-1)
-        current = {"state": generator.select(state, rows)}
+        decoding = _Decoding(generator, state, rows)
         prior = doc_logprior.repeat_interleave(beams, dim=0)
 
         def advance(tokens: torch.Tensor) -> torch.Tensor:
-            logprobs, current["state"] = generator.step(
-                current["state"], tokens.repeat_interleave(k, dim=0)
-            )
-            mixed = self.mix(logprobs.view(-1, k, logprobs.shape[-1]).float(), prior)
+            logprobs, first = decoding.step(tokens.repeat_interleave(k, dim=0))
+            if first:  # one row per (question, document): mix, then copy to the beams
+                mixed = self.mix(logprobs.view(batch, k, -1), doc_logprior.float())
+                return torch.log_softmax(mixed, dim=-1).repeat_interleave(beams, dim=0)
+            mixed = self.mix(logprobs.view(-1, k, logprobs.shape[-1]), prior.float())
             return torch.log_softmax(mixed, dim=-1)
 
         def reorder(beam_rows: torch.Tensor) -> None:
-            doc_rows = (beam_rows[:, None] * k + torch.arange(k)).view(-1)
-            current["state"] = generator.select(current["state"], doc_rows)
+            decoding.select((beam_rows[:, None] * k + torch.arange(k)).view(-1))
 
         found = search(advance, reorder, batch, _search_settings(generator, settings))
         return Decoded([rows[0] for rows in found.as_lists()], found.scores[:, 0])
@@ -175,16 +204,15 @@ class RagSequence(_Marginalizer):
         batch, k = doc_logprior.shape
         beams = settings.num_beams
         rows = torch.arange(batch * k).repeat_interleave(beams)
-        current = {"state": generator.select(state, rows)}
+        decoding = _Decoding(generator, state, rows)
 
         def advance(tokens: torch.Tensor) -> torch.Tensor:
-            logprobs, current["state"] = generator.step(current["state"], tokens)
-            return logprobs.float()
+            logprobs, first = decoding.step(tokens)
+            return logprobs.repeat_interleave(beams, dim=0) if first else logprobs
 
-        def reorder(beam_rows: torch.Tensor) -> None:
-            current["state"] = generator.select(current["state"], beam_rows)
-
-        found = search(advance, reorder, batch * k, _search_settings(generator, settings), beams)
+        found = search(
+            advance, decoding.select, batch * k, _search_settings(generator, settings), beams
+        )
         pools = self._pool(found, doc_logprior)
         if self.params.decoding == "fast":
             scores = self._fast_scores(pools, found, doc_logprior)
