@@ -25,20 +25,16 @@ from ragloom.plugins.faiss_index import (
     FaissHnswSq8Index,
 )
 from ragloom.plugins.hnsw_index import HnswIndex
+from ragloom.testing import unit_vectors
 
 K = 10
-
-
-def uniform(n: int, dim: int, seed: int) -> np.ndarray:
-    vectors = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
 def clustered(n: int, dim: int, seed: int, clusters: int = 1000) -> np.ndarray:
     """Points around 1000 fixed centres (the same centres for corpus and queries)."""
     rng = np.random.default_rng(seed)
-    centres = uniform(clusters, dim, 12345)
-    vectors = centres[rng.integers(0, clusters, n)] + 0.35 * uniform(n, dim, seed + 1)
+    centres = unit_vectors(clusters, dim, 12345)
+    vectors = centres[rng.integers(0, clusters, n)] + 0.35 * unit_vectors(n, dim, seed + 1)
     return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
 
 
@@ -131,7 +127,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="10x smaller data, for a smoke run")
     args = parser.parse_args()
     scale = 10 if args.quick else 1
-    run("uniform-768", uniform(100_000 // scale, 768, 0), uniform(1000, 768, 99))
+    run("uniform-768", unit_vectors(100_000 // scale, 768, 0), unit_vectors(1000, 768, 99))
     run("clustered-384", clustered(200_000 // scale, 384, 10), clustered(1000, 384, 77))
 
 
