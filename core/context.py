@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .spec.paths import ASSET_PREFIX, absolute
+
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
@@ -41,12 +43,11 @@ class BuildContext:
     def resolve_path(self, path: str | Path) -> Path:
         """``path`` made absolute against the spec's directory; ``~`` is expanded, and
         ``asset:NAME`` names a packaged model (:mod:`ragloom.assets`)."""
-        if isinstance(path, str) and path.startswith("asset:"):
+        if isinstance(path, str) and path.startswith(ASSET_PREFIX):
             from .assets import resolve
 
             return resolve(path)
-        expanded = Path(path).expanduser()
-        return expanded if expanded.is_absolute() else (self.base_dir / expanded).resolve()
+        return Path(absolute(str(path), self.base_dir))
 
 
 @dataclass(frozen=True)

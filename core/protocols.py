@@ -259,6 +259,37 @@ class Generator(Protocol):
     def decode(self, token_ids: Sequence[int]) -> str: ...
 
 
+@dataclass(frozen=True)
+class TrainableModel:
+    """The weights a component lets ``ragloom train`` update: ``model``, a transformers
+    ``PreTrainedModel`` (every parameter of it trains), and ``tokenizer``, saved beside it. The
+    trainer writes both into the RAG checkpoint layout: the encoder's as ``rag.question_encoder.*``
+    and ``question_encoder_tokenizer/``, the generator's as ``rag.generator.*`` and
+    ``generator_tokenizer/``."""
+
+    model: Any
+    tokenizer: Any
+
+
+@runtime_checkable
+class Trainable(Protocol):
+    """An encoder or generator that can be fine-tuned.
+
+    - ``trainable_model()`` → the :class:`TrainableModel` whose parameters the trainer optimizes.
+      The component keeps using that same module, so a trained component answers with the
+      trained weights; ``model.train()`` / ``model.eval()`` switch it between training (dropout
+      on, no decoding caches) and inference. An encoder's passage side must stay as it was: the
+      knowledge base was encoded with it.
+    - ``checkpoint_table(table)`` → the component's spec table (given with absolute paths) changed
+      to load the trained weights from ``[pipeline] checkpoint`` instead of where they came from;
+      an encoder pins its passage tower to the one that encoded the knowledge base.
+    """
+
+    def trainable_model(self) -> TrainableModel: ...
+
+    def checkpoint_table(self, table: dict[str, Any]) -> dict[str, Any]: ...
+
+
 @runtime_checkable
 class Marginalizer(Protocol):
     """Combines per-document predictions into one answer distribution; owns loss and decoding.

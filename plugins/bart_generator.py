@@ -12,6 +12,9 @@ restricted to its FlashAttention kernel (any CUDA GPU, float16/bfloat16, no extr
 ``flash_attention_2`` is the flash-attn package. ``quantization`` loads the generator alone in
 8-bit or 4-bit (NF4) with bitsandbytes; the question encoder is never quantized, so retrieval
 does not change.
+
+In training mode (``model.train()``, set by ``ragloom train``) ``score`` runs without a decoder
+cache, as gradient checkpointing requires.
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ragloom.context import BuildContext
-from ragloom.protocols import PassageText
+from ragloom.errors import RagloomError
+from ragloom.protocols import PassageText, TrainableModel
+from ragloom.rag_checkpoint import load_rag_part
+from ragloom.spec import SpecPath
 
-from .checkpoint import load_rag_part
 from .hf_encoder import ModelDirectoryError, weights_file
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -57,7 +62,7 @@ class BartGenerator:
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid", frozen=True)
-        path: str | None = Field(
+        path: SpecPath | None = Field(
             default=None,
             description="a BART save_pretrained directory (default: [pipeline] checkpoint's)",
         )
@@ -260,15 +265,30 @@ class BartGenerator:
         return BartState(state.encoder_states[rows], state.attention_mask[rows], contexts, cache)
 
     def score(self, state: BartState, labels: torch.Tensor) -> torch.Tensor:
+        training = self.model.training
+        cache = {} if training else {self._cache_argument: self._fresh_cache(state)}
         with self._attention():
             logits = self.model(
                 encoder_outputs=(state.encoder_states,),
                 attention_mask=state.attention_mask,
                 decoder_input_ids=labels.to(self.device),
-                use_cache=True,
-                **{self._cache_argument: self._fresh_cache(state)},
+                use_cache=not training,
+                **cache,
             ).logits
         return torch.log_softmax(logits.float(), dim=-1)
+
+    def trainable_model(self) -> TrainableModel:
+        if self.params.quantization != "none":
+            raise RagloomError(
+                f'[generator] quantization = "{self.params.quantization}": quantized weights '
+                f'cannot be fine-tuned. Train with quantization = "none", or leave "generator" '
+                f"out of [train] train."
+            )
+        return TrainableModel(self.model, self.tokenizer)
+
+    def checkpoint_table(self, table: dict[str, Any]) -> dict[str, Any]:
+        """The model from the checkpoint."""
+        return {key: value for key, value in table.items() if key not in ("path", "gguf_file")}
 
     def encode_targets(self, texts: Sequence[str]) -> torch.Tensor:
         labels: torch.Tensor = self.tokenizer(list(texts), padding=True, return_tensors="pt")[

@@ -8,6 +8,10 @@ drive this generator exactly as they drive a seq2seq one.
 
 ``select`` builds new cache tensors instead of reordering in place, so the prefilled state can be
 selected from many times (rag-sequence rescoring) and ``score`` never disturbs it.
+
+In training mode (``model.train()``, set by ``ragloom train``) ``start`` prefills nothing and
+``score`` runs prompt and labels through the model in one pass without a cache, as gradient
+checkpointing requires.
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from ragloom.context import BuildContext
-from ragloom.protocols import PassageText
+from ragloom.errors import RagloomError
+from ragloom.protocols import PassageText, TrainableModel
+from ragloom.rag_checkpoint import load_rag_part
+from ragloom.spec import SpecPath
 
 from .bart_generator import DTYPES
 from .hf_encoder import ModelDirectoryError, weights_file
@@ -35,11 +42,12 @@ DEFAULT_PROMPT = (
 @dataclass
 class CausalState:
     """``R`` rows: the attention mask over prompt and answer so far, the next position of each
-    row, and the key/value cache."""
+    row, and the key/value cache; in training mode, the prompt tokens instead of a cache."""
 
     attention_mask: torch.Tensor
     next_position: torch.Tensor
     cache: Any
+    prompt_ids: torch.Tensor | None = None
 
 
 class CausalLMGenerator:
@@ -47,7 +55,10 @@ class CausalLMGenerator:
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid", frozen=True)
-        path: str = Field(description="a transformers causal LM directory")
+        path: SpecPath | None = Field(
+            default=None,
+            description="a transformers causal LM directory (default: [pipeline] checkpoint's)",
+        )
         gguf_file: str | None = Field(
             default=None, description="a GGUF file inside path to load (dequantized) instead"
         )
@@ -89,8 +100,19 @@ class CausalLMGenerator:
     def from_spec(cls, params: Any, context: BuildContext, **children: Any) -> CausalLMGenerator:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        directory = context.resolve_path(params.path)
         loading: dict[str, Any] = {"dtype": DTYPES[params.dtype]}
+        if params.path is None:
+            if context.pipeline.checkpoint is None or params.gguf_file is not None:
+                raise ModelDirectoryError(
+                    "[generator] needs path = a causal LM directory (gguf_file needs one too), "
+                    "or [pipeline] checkpoint = a RAG checkpoint directory."
+                )
+            checkpoint = context.resolve_path(context.pipeline.checkpoint)
+            model, tokenizer = load_rag_part(
+                checkpoint, "generator", attn_implementation=params.attention, **loading
+            )
+            return cls(model.to(params.device), tokenizer, params)
+        directory = context.resolve_path(params.path)
         gguf: dict[str, str] = {}
         if params.gguf_file is not None:
             if not (directory / params.gguf_file).is_file():
@@ -158,6 +180,8 @@ class CausalLMGenerator:
             ids[row, width - len(prompt) :] = torch.tensor(prompt)
             mask[row, width - len(prompt) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
+        if self.model.training:
+            return CausalState(mask, mask.sum(1), None, ids)
         positions = (mask.cumsum(1) - 1).clamp(min=0)
         from transformers import DynamicCache
 
@@ -190,6 +214,19 @@ class CausalLMGenerator:
         )
         return output.logits, CausalState(mask, state.next_position + count, cache)
 
+    def _training_logits(self, state: CausalState, labels: torch.Tensor) -> torch.Tensor:
+        """Prompt and labels in one pass without a cache; the logits at the label positions."""
+        if state.prompt_ids is None:
+            raise RagloomError("a state started in inference mode was scored in training mode.")
+        labels = labels.to(self.device)
+        ids = torch.cat([state.prompt_ids, labels], dim=1)
+        mask = torch.cat([state.attention_mask, torch.ones_like(labels)], dim=1)
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        logits = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False
+        ).logits
+        return logits[:, state.prompt_ids.shape[1] :]
+
     def step(self, state: CausalState, tokens: torch.Tensor) -> tuple[torch.Tensor, CausalState]:
         logits, state = self._forward(state, tokens, state.cache)
         return torch.log_softmax(logits[:, -1].float(), dim=-1), state
@@ -204,9 +241,19 @@ class CausalLMGenerator:
         return CausalState(state.attention_mask[rows], state.next_position[rows], cache)
 
     def score(self, state: CausalState, labels: torch.Tensor) -> torch.Tensor:
-        rows = torch.arange(len(labels), device=self.device)
-        logits, _ = self._forward(state, labels, self.select(state, rows).cache)
+        if self.model.training:
+            logits = self._training_logits(state, labels)
+        else:
+            rows = torch.arange(len(labels), device=self.device)
+            logits, _ = self._forward(state, labels, self.select(state, rows).cache)
         return torch.log_softmax(logits.float(), dim=-1)
+
+    def trainable_model(self) -> TrainableModel:
+        return TrainableModel(self.model, self.tokenizer)
+
+    def checkpoint_table(self, table: dict[str, Any]) -> dict[str, Any]:
+        """The model from the checkpoint."""
+        return {key: value for key, value in table.items() if key not in ("path", "gguf_file")}
 
     def encode_targets(self, texts: Sequence[str]) -> torch.Tensor:
         rows = [[*self.start_token_ids, *self._plain_ids(t), self.eos_token_id] for t in texts]

@@ -21,6 +21,7 @@ from ragloom.context import BuildContext, Declared
 from ragloom.kb import KBManifest, KnowledgeBase
 from ragloom.kb.manifest import MANIFEST_FILE
 from ragloom.protocols import Encoder, Index, Passage, Retrieved
+from ragloom.spec import SpecPath
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ class DenseRetriever:
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid", frozen=True)
-        kb: str = Field(
+        kb: SpecPath = Field(
             description="knowledge base directory (ragloom kb build / import-hf), or "
             '"asset:wikipedia" for the embedded corpus'
         )

@@ -1,9 +1,11 @@
 """Encoder ``dpr``: question and passage towers from local transformers directories.
 
 Either tower is a DPR encoder directory (``DPRQuestionEncoder`` / ``DPRContextEncoder``: the
-pooler output, CLS plus the optional projection, as the reference) or any BERT-like directory
+pooler output, CLS plus the optional projection, as the reference), any BERT-like directory
 (``AutoModel``), pooled by ``pooling``: the CLS vector as DPR, or the masked mean as sentence
-encoders such as all-MiniLM-L6-v2. The passage tower defaults to the question tower's directory.
+encoders such as all-MiniLM-L6-v2; or a RAG checkpoint directory, read for its question encoder.
+The passage tower defaults to the question tower's directory. Fine-tuning trains the question
+tower only; a passage tower that shared it is kept apart, unchanged.
 
 The fingerprint hashes the passage tower's weight files and the settings that change its vectors;
 knowledge bases record it, so a KB is refused under an encoder that would embed differently.
@@ -11,6 +13,7 @@ knowledge bases record it, so a KB is refused under an encoder that would embed 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -24,8 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from ragloom.context import BuildContext
 from ragloom.digest import file_sha256
 from ragloom.errors import RagloomError
-
-from .checkpoint import checkpoint_weights, load_rag_part
+from ragloom.protocols import TrainableModel
+from ragloom.rag_checkpoint import checkpoint_weights, is_rag_checkpoint, load_rag_part
+from ragloom.spec import SpecPath
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,14 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 class ModelDirectoryError(RagloomError):
     """A model directory that is missing or lacks weights, config or tokenizer."""
+
+
+def tower_source(directory: Path) -> str:
+    """What a tower's vectors depend on, as a hash: its weight file's, and for a RAG
+    checkpoint, which part of it."""
+    if is_rag_checkpoint(directory):
+        return f"{file_sha256(checkpoint_weights(directory))}:question_encoder"
+    return file_sha256(weights_file(directory))
 
 
 def weights_file(directory: Path) -> Path:
@@ -71,6 +83,9 @@ class Tower:
     ) -> Tower:
         import transformers
 
+        if is_rag_checkpoint(directory):
+            model, tokenizer = load_rag_part(directory, "question_encoder")
+            return cls(model, tokenizer, pooling, max_length, device)
         weights_file(directory)
         config = transformers.AutoConfig.from_pretrained(directory)
         if config.model_type == "dpr":
@@ -112,13 +127,15 @@ class HFEncoder:
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid", frozen=True)
-        path: str | None = Field(
+        path: SpecPath | None = Field(
             default=None,
-            description="question tower: a DPR or BERT-like directory (default: [pipeline] "
-            "checkpoint's question encoder)",
+            description="question tower: a DPR, BERT-like or RAG checkpoint directory (default: "
+            "[pipeline] checkpoint's question encoder)",
         )
-        passage_path: str | None = Field(
-            default=None, description="passage tower directory (default: the question tower)"
+        passage_path: SpecPath | None = Field(
+            default=None,
+            description="passage tower: a DPR, BERT-like or RAG checkpoint directory (default: "
+            "the question tower)",
         )
         pooling: Literal["cls", "mean"] = Field(
             default="cls", description="vector of a non-DPR tower: CLS (as DPR) or masked mean"
@@ -146,22 +163,23 @@ class HFEncoder:
         self.passage_tower = passage_tower
         self.dim = query_tower.dim
         self.fingerprint = fingerprint
+        self.passage_directory: Path | None = None
 
     @classmethod
     def from_spec(cls, params: Any, context: BuildContext, **children: Any) -> HFEncoder:
         def tower(directory: Path) -> Tower:
             return Tower.from_directory(directory, params.pooling, params.max_length, params.device)
 
-        if params.path is not None:
-            query = tower(context.resolve_path(params.path))
-        else:
-            model, tokenizer = load_rag_part(cls._checkpoint(context), "question_encoder")
-            query = Tower(model, tokenizer, params.pooling, params.max_length, params.device)
+        query = tower(cls._question_tower_directory(params, context))
         passage = tower(context.resolve_path(params.passage_path)) if params.passage_path else query
-        return cls(params, query, passage, cls.fingerprint_from_spec(params, context))
+        encoder = cls(params, query, passage, cls.fingerprint_from_spec(params, context))
+        encoder.passage_directory = cls.passage_tower_directory(params, context)
+        return encoder
 
     @staticmethod
-    def _checkpoint(context: BuildContext) -> Path:
+    def _question_tower_directory(params: Any, context: BuildContext) -> Path:
+        if params.path is not None:
+            return context.resolve_path(params.path)
         if context.pipeline.checkpoint is None:
             raise ModelDirectoryError(
                 "[encoder] needs path = a DPR or BERT-like directory, or [pipeline] checkpoint = "
@@ -170,14 +188,16 @@ class HFEncoder:
         return context.resolve_path(context.pipeline.checkpoint)
 
     @classmethod
+    def passage_tower_directory(cls, params: Any, context: BuildContext) -> Path:
+        """Where the passage tower loads from."""
+        if params.passage_path is not None:
+            return context.resolve_path(params.passage_path)
+        return cls._question_tower_directory(params, context)
+
+    @classmethod
     def fingerprint_from_spec(cls, params: Any, context: BuildContext) -> str:
         """The fingerprint, from the passage tower's files and the settings, loading no model."""
-        if params.passage_path or params.path:
-            weights = weights_file(context.resolve_path(params.passage_path or params.path))
-            source = file_sha256(weights)
-        else:
-            weights = checkpoint_weights(cls._checkpoint(context))
-            source = f"{file_sha256(weights)}:question_encoder"
+        source = tower_source(cls.passage_tower_directory(params, context))
         settings = {
             "passage_input": params.passage_input,
             "pooling": params.pooling,
@@ -186,6 +206,21 @@ class HFEncoder:
             "weights": source,
         }
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+    def trainable_model(self) -> TrainableModel:
+        """The question tower; a passage tower that was the same object becomes a frozen copy,
+        so passages keep the vectors the knowledge base holds."""
+        if self.passage_tower is self.query_tower:
+            self.passage_tower = copy.deepcopy(self.query_tower)
+        return TrainableModel(self.query_tower.model, self.query_tower.tokenizer)
+
+    def checkpoint_table(self, table: dict[str, Any]) -> dict[str, Any]:
+        """The question tower from the checkpoint; the passage tower where it was."""
+        table = dict(table)
+        question_tower = table.pop("path", None)
+        if "passage_path" not in table:
+            table["passage_path"] = question_tower or str(self.passage_directory)
+        return table
 
     def question_text(self, questions: Sequence[str]) -> list[str]:
         """Questions as the question tokenizer reads them back (lowercased, spaces normalized):

@@ -166,7 +166,7 @@ def test_a_checkpoint_that_does_not_fit_its_config_is_refused(setup: Setup, tmp_
     import json
     import shutil
 
-    from ragloom.plugins.checkpoint import CheckpointError
+    from ragloom.rag_checkpoint import CheckpointError
 
     broken = tmp_path / "broken"
     shutil.copytree(setup.checkpoint, broken)

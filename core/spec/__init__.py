@@ -8,8 +8,10 @@ from .model import (
     GenerationSettings,
     PipelineSettings,
     Spec,
+    TrainSettings,
 )
 from .overrides import parse_assignment
+from .paths import SpecPath
 
 __all__ = [
     "COMPONENT_TABLES",
@@ -18,6 +20,8 @@ __all__ = [
     "GenerationSettings",
     "PipelineSettings",
     "Spec",
+    "SpecPath",
+    "TrainSettings",
     "load_spec",
     "parse_assignment",
     "read_toml",

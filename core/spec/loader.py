@@ -26,6 +26,7 @@ from .model import (
     PipelineSettings,
     Settings,
     Spec,
+    TrainSettings,
 )
 from .overrides import Applied, apply_overrides, type_cli_value
 from .problems import describe, key_path, toml_value, where
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 S = TypeVar("S", bound=Settings)
 M = TypeVar("M", bound=BaseModel)
 
-TOP_LEVEL_KEYS = ("schema", "pipeline", "generation", *COMPONENT_TABLES)
+TOP_LEVEL_KEYS = ("schema", "pipeline", "generation", "train", *COMPONENT_TABLES)
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -87,15 +88,16 @@ class _Resolver:
         self._check_top_level()
         pipeline = self._settings("pipeline", PipelineSettings)
         generation = self._settings("generation", GenerationSettings)
+        train = self._settings("train", TrainSettings)
         components = {}
         for table, kind in COMPONENT_TABLES.items():
             if table in self.data:
                 component = self._component(kind, (table,), self.data[table])
                 if component is not None:
                     components[table] = component
-        if self.problems or pipeline is None or generation is None:
+        if self.problems or pipeline is None or generation is None or train is None:
             raise SpecError(self.source, self.problems)
-        return Spec(pipeline, generation, components, self.source, self.base_dir)
+        return Spec(pipeline, generation, components, train, self.source, self.base_dir)
 
     def _check_top_level(self) -> None:
         for key in self.data:

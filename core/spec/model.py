@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field
+
+from .paths import SpecPath, absolute_paths
 
 SCHEMA_VERSION = 1
 
@@ -30,9 +32,10 @@ class PipelineSettings(Settings):
     """``[pipeline]``: how many documents to retrieve, and an optional RAG checkpoint directory."""
 
     n_docs: int = Field(default=5, ge=1, description="documents retrieved per question")
-    checkpoint: str | None = Field(
+    checkpoint: SpecPath | None = Field(
         default=None,
-        description="a transformers RAG save_pretrained directory supplying encoder and generator",
+        description="a RAG checkpoint directory (transformers' save_pretrained, or ragloom "
+        "train's) supplying encoder and generator",
     )
 
 
@@ -47,6 +50,59 @@ class GenerationSettings(Settings):
     )
     early_stopping: bool = Field(
         default=False, description="beam search stops once num_beams hypotheses are finished"
+    )
+
+
+TrainablePart = Literal["question_encoder", "generator"]
+
+
+class TrainSettings(Settings):
+    """``[train]``: how ``ragloom train`` fine-tunes the pipeline (the marginalized likelihood of
+    the answers; the passage encoder and the index stay fixed)."""
+
+    train: list[TrainablePart] = Field(
+        default=["question_encoder", "generator"],
+        min_length=1,
+        description="the parts that learn; the others are frozen",
+    )
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    learning_rate: float = Field(default=3e-5, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    schedule: Literal["constant", "linear", "cosine"] = Field(
+        default="linear", description="learning rate after warmup: constant, or decaying to 0"
+    )
+    warmup_steps: int = Field(default=0, ge=0, description="optimizer steps of linear warmup")
+    epochs: int = Field(default=1, ge=1)
+    max_steps: int | None = Field(
+        default=None, ge=1, description="stop after this many optimizer steps (default: epochs)"
+    )
+    batch_size: int = Field(default=8, ge=1, description="questions per forward pass")
+    gradient_accumulation: int = Field(
+        default=1, ge=1, description="forward passes per optimizer step"
+    )
+    n_docs: int | None = Field(
+        default=None, ge=1, description="documents per question in training (default: [pipeline])"
+    )
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    max_grad_norm: float | None = Field(
+        default=1.0, gt=0, description="gradient norm clipping (none when absent)"
+    )
+    gradient_checkpointing: bool = Field(
+        default=False, description="recompute the generator's activations in backward"
+    )
+    device: str = Field(default="auto", description='"auto" (CUDA when present), "cpu", "cuda"')
+    seed: int = Field(default=0, description="model dropout and data order")
+    eval_every: int = Field(
+        default=0, ge=0, description="optimizer steps between dev evaluations (0: each epoch end)"
+    )
+    save_every: int = Field(
+        default=50, ge=1, description="optimizer steps between resumable training states"
+    )
+    best_metric: Literal["f1", "exact_match", "loss"] = Field(
+        default="f1", description="the dev metric that picks the best checkpoint"
+    )
+    dev_limit: int | None = Field(
+        default=None, ge=1, description="evaluate on the first N dev questions only"
     )
 
 
@@ -67,6 +123,15 @@ class ComponentSpec:
             table[key] = child.to_dict()
         return table
 
+    def with_absolute_paths(self, base_dir: Path) -> dict[str, Any]:
+        """:meth:`to_dict`, with every path key made absolute against ``base_dir``."""
+        table: dict[str, Any] = {"type": self.type}
+        table.update(self.params.model_dump(mode="json", exclude_none=True))
+        absolute_paths(table, type(self.params), base_dir)
+        for key, child in self.children.items():
+            table[key] = child.with_absolute_paths(base_dir)
+        return table
+
 
 @dataclass(frozen=True)
 class Spec:
@@ -75,6 +140,7 @@ class Spec:
     pipeline: PipelineSettings
     generation: GenerationSettings
     components: dict[str, ComponentSpec]
+    train: TrainSettings = field(default_factory=TrainSettings)
     source: str = field(default="<dict>", compare=False)
     base_dir: Path = field(default_factory=Path.cwd, compare=False)
 
@@ -85,6 +151,15 @@ class Spec:
         for table, component in self.components.items():
             data[table] = component.to_dict()
         data["generation"] = self.generation.model_dump(mode="json", exclude_none=True)
+        data["train"] = self.train.model_dump(mode="json", exclude_none=True)
+        return data
+
+    def with_absolute_paths(self) -> dict[str, Any]:
+        """:meth:`to_dict` with every path made absolute, for a spec written elsewhere."""
+        data = self.to_dict()
+        absolute_paths(data["pipeline"], PipelineSettings, self.base_dir)
+        for table, component in self.components.items():
+            data[table] = component.with_absolute_paths(self.base_dir)
         return data
 
     def to_toml(self) -> str:

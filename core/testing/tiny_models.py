@@ -9,6 +9,7 @@ whole RAG checkpoint through transformers' own ``save_pretrained``, and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,18 +118,24 @@ def dpr_dirs(root: Path, seed: int = 0, size: Size = TINY) -> tuple[Path, Path]:
     return question, context
 
 
-def bpe_tokenizer(directory: Path) -> Any:
-    """A byte-level BPE tokenizer with BART's special tokens, trained on the corpus."""
+def bpe_tokenizer(
+    directory: Path,
+    texts: Sequence[str] | None = None,
+    vocab_size: int = 300,
+    add_prefix_space: bool = False,
+) -> Any:
+    """A byte-level BPE tokenizer with BART's special tokens, trained on ``texts`` (default: the
+    corpus); with ``add_prefix_space`` a word reads the same at the start of a text as inside."""
     from transformers import BartTokenizerFast
 
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
     tokenizer.decoder = decoders.ByteLevel()
     special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
     tokenizer.train_from_iterator(
-        [*corpus(), " / // ? . ,"],
+        [*(corpus() if texts is None else texts), " / // ? . ,"],
         trainers.BpeTrainer(
-            vocab_size=300,
+            vocab_size=vocab_size,
             special_tokens=special,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         ),
@@ -146,6 +153,7 @@ def bpe_tokenizer(directory: Path) -> Any:
         unk_token="<unk>",
         mask_token="<mask>",
         model_max_length=512,
+        add_prefix_space=add_prefix_space,
     )
     fast.save_pretrained(directory)
     return fast

@@ -1,11 +1,16 @@
-"""Reading a transformers RAG ``save_pretrained`` directory (either class) without transformers'
-RAG classes: the question encoder and the generator come out as plain DPR and seq2seq models.
+"""The transformers RAG ``save_pretrained`` directory (either class), read and written without
+transformers' RAG classes at run time.
 
-Layout (hf_rag.md §13): ``config.json`` with nested ``question_encoder`` and ``generator``
-configs; ``model.safetensors`` or ``pytorch_model.bin`` (read with ``weights_only=True``) whose
-keys start with ``rag.question_encoder.`` or ``rag.generator.``; tokenizers in
-``question_encoder_tokenizer/`` and ``generator_tokenizer/``. Tied weights (``lm_head``,
-``embed_tokens``) are absent from recent saves and tied again here.
+Layout: ``config.json`` (``model_type = "rag"``) with nested ``question_encoder`` and
+``generator`` configs; ``model.safetensors`` or ``pytorch_model.bin`` (read with
+``weights_only=True``) whose keys start with ``rag.question_encoder.`` or ``rag.generator.``;
+tokenizers in ``question_encoder_tokenizer/`` and ``generator_tokenizer/``. Tied weights
+(``lm_head``, ``embed_tokens``) are absent from recent saves and tied again here.
+
+The question encoder is a ``DPRQuestionEncoder`` when its config says ``dpr``, else any
+``AutoModel`` (a sentence encoder); the generator is a seq2seq model (BART) or, when its config is
+not encoder-decoder, a causal LM. ``RagTokenForGeneration.from_pretrained`` reads the
+DPR + BART checkpoints this module writes.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from ragloom.errors import RagloomError
+from .errors import RagloomError
 
 Part = Literal["question_encoder", "generator"]
 WEIGHTS = ("model.safetensors", "pytorch_model.bin")
@@ -26,12 +31,22 @@ class CheckpointError(RagloomError):
     """A RAG checkpoint directory that is missing parts or does not fit its config."""
 
 
+def is_rag_checkpoint(directory: Path) -> bool:
+    """Whether ``directory`` holds a RAG ``config.json``."""
+    try:
+        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("model_type") == "rag"
+
+
 def checkpoint_weights(directory: Path) -> Path:
     """The weight file of a RAG checkpoint, or a clear error."""
     if not (directory / "config.json").is_file():
         raise CheckpointError(
             f"[pipeline] checkpoint = {directory}: no config.json there; point it at a directory "
-            f"written by RagTokenForGeneration/RagSequenceForGeneration.save_pretrained."
+            f"written by RagTokenForGeneration/RagSequenceForGeneration.save_pretrained or by "
+            f"ragloom train."
         )
     for name in WEIGHTS:
         if (directory / name).is_file():
@@ -77,7 +92,8 @@ def load_rag_part(directory: Path, part: Part, **loading: Any) -> tuple[Any, Any
     state = {k[len(prefix) :]: v for k, v in _state_dict(weights).items() if k.startswith(prefix)}
     if not state:
         raise CheckpointError(f"{weights} holds no {prefix}* weights.")
-    model = _model_class(part).from_config(config)
+    model_class = _model_class(part, config)
+    model = model_class.from_config(config)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [key for key in missing if key not in TIED]
     unexpected = [
@@ -93,7 +109,35 @@ def load_rag_part(directory: Path, part: Part, **loading: Any) -> tuple[Any, Any
     # from_pretrained applies dtype, attention and quantization uniformly
     with tempfile.TemporaryDirectory(prefix="ragloom-part-") as temporary:
         model.save_pretrained(temporary)
-        return _model_class(part).from_pretrained(temporary, **loading), tokenizer
+        return model_class.from_pretrained(temporary, **loading), tokenizer
+
+
+def write_rag_checkpoint(
+    directory: Path,
+    question_encoder: Any,
+    question_tokenizer: Any,
+    generator: Any,
+    generator_tokenizer: Any,
+    n_docs: int,
+) -> None:
+    """Write the two models and their tokenizers as one RAG checkpoint into ``directory`` (write
+    into :func:`ragloom.atomic.directory` for an atomic replacement)."""
+    from transformers import RagConfig, RagTokenForGeneration
+
+    config = RagConfig.from_question_encoder_generator_configs(
+        question_encoder.config,
+        generator.config,
+        n_docs=n_docs,
+        retrieval_vector_size=_vector_size(question_encoder.config),
+    )
+    rag = RagTokenForGeneration(config, question_encoder=question_encoder, generator=generator)
+    rag.save_pretrained(directory)
+    question_tokenizer.save_pretrained(directory / "question_encoder_tokenizer")
+    generator_tokenizer.save_pretrained(directory / "generator_tokenizer")
+
+
+def _vector_size(config: Any) -> int:
+    return int(getattr(config, "projection_dim", 0) or config.hidden_size)
 
 
 class _DPRQuestionEncoderClass:
@@ -112,10 +156,13 @@ class _DPRQuestionEncoderClass:
         return DPRQuestionEncoder.from_pretrained(directory, **loading)
 
 
-def _model_class(part: Part) -> Any:
-    """The question encoder's class, or the seq2seq class the generator's config names."""
-    if part == "question_encoder":
-        return _DPRQuestionEncoderClass
-    from transformers import AutoModelForSeq2SeqLM
+def _model_class(part: Part, config: Any) -> Any:
+    """The class a part's config names: DPR or any encoder for the question encoder, seq2seq
+    or causal for the generator."""
+    import transformers
 
-    return AutoModelForSeq2SeqLM
+    if part == "question_encoder":
+        return _DPRQuestionEncoderClass if config.model_type == "dpr" else transformers.AutoModel
+    if config.is_encoder_decoder:
+        return transformers.AutoModelForSeq2SeqLM
+    return transformers.AutoModelForCausalLM

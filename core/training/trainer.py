@@ -1,0 +1,313 @@
+"""The training loop of ``ragloom train``.
+
+Each optimizer step sums :meth:`Pipeline.loss` over ``gradient_accumulation`` batches of
+``batch_size`` questions, divided by the questions in the step (the mean negative marginal
+log-likelihood per question), clips the gradient norm and steps the optimizer and the learning
+rate schedule. The data order is a seeded permutation per epoch. Every ``save_every`` steps the
+state is saved (:mod:`ragloom.training.state`); every ``eval_every`` steps (or at each epoch end)
+the dev file is evaluated as ``ragloom eval`` does, and a better ``best_metric`` replaces
+``OUT/best/`` (:mod:`ragloom.training.export`). Without a dev file ``OUT/best/`` holds the last
+step's weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import atomic
+from ..digest import file_sha256
+from ..errors import RagloomError
+from ..evaluation import QAItem, evaluate, read_qa
+from ..pipeline import Pipeline
+from ..protocols import Trainable
+from ..spec import Spec, TrainSettings
+from .export import export_checkpoint
+from .state import Progress, load_state, save_state
+
+log = logging.getLogger(__name__)
+
+PARTS = {"question_encoder": "encoder", "generator": "generator"}
+"""Trainable part → the spec table of the component that owns it."""
+
+SCHEDULES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
+
+
+class TrainingError(RagloomError):
+    """A spec or data that cannot be trained as asked."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished run did: optimizer ``steps``, the last step's ``loss``, the best dev
+    score (``best_metric``) and its step (None without a dev file), where ``best`` is."""
+
+    steps: int
+    loss: float
+    best: float | None
+    best_step: int | None
+    best_directory: Path
+
+
+def train(spec: Spec, data: Path, out: Path, dev: Path | None = None) -> TrainResult:
+    """Fine-tune the pipeline of ``spec`` on the QA file ``data`` as its ``[train]`` table says,
+    writing to ``out``; resumes from ``out/state/`` when a killed run left one."""
+    settings = spec.train
+    items = read_qa(data)
+    dev_items = read_qa(dev)[: settings.dev_limit] if dev is not None else []
+    pipeline = Pipeline.from_spec(spec, _training_overrides(spec))
+    run = _run_identity(pipeline.spec, data, dev)
+    return _Trainer(spec, pipeline, items, dev_items, out, run).run()
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"``: CUDA when torch sees a GPU, else the CPU."""
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _training_overrides(spec: Spec) -> dict[str, Any]:
+    """``[train]`` device and n_docs, applied to the pipeline being trained."""
+    overrides: dict[str, Any] = {}
+    device = resolve_device(spec.train.device)
+    for table in PARTS.values():
+        component = spec.components.get(table)
+        if component is not None and "device" in type(component.params).model_fields:
+            overrides[f"{table}.device"] = device
+    if spec.train.n_docs is not None:
+        overrides["pipeline.n_docs"] = spec.train.n_docs
+    return overrides
+
+
+def _run_identity(spec: Spec, data: Path, dev: Path | None) -> str:
+    """A hash of what the run trains: the spec and the data files."""
+    digest = hashlib.sha256(spec.to_toml().encode())
+    for path in (data, dev):
+        digest.update((file_sha256(path) if path is not None else "-").encode())
+    return digest.hexdigest()[:16]
+
+
+def _trainable(pipeline: Pipeline, table: str) -> Trainable:
+    component = pipeline.component(table, "ragloom train")
+    if not isinstance(component, Trainable):
+        kind = pipeline.spec.components[table].type
+        raise TrainingError(
+            f'[{table}] type = "{kind}" cannot be fine-tuned or saved as a checkpoint: it has no '
+            f"trainable_model(). Use a trainable {table} type (see ragloom plugins)."
+        )
+    return component
+
+
+class _Trainer:
+    def __init__(
+        self,
+        spec: Spec,
+        pipeline: Pipeline,
+        items: Sequence[QAItem],
+        dev_items: Sequence[QAItem],
+        out: Path,
+        run: str,
+    ) -> None:
+        self.spec = spec
+        self.settings: TrainSettings = spec.train
+        self.pipeline = pipeline
+        self.items = items
+        self.dev_items = dev_items
+        self.out = out
+        self.run_identity = run
+        torch.manual_seed(self.settings.seed)
+        self.components = {part: _trainable(pipeline, table) for part, table in PARTS.items()}
+        self.models = {
+            part: component.trainable_model().model for part, component in self.components.items()
+        }
+        self.trained: dict[str, torch.nn.Module] = {
+            part: self.models[part] for part in self.settings.train
+        }
+        for part, model in self.models.items():
+            model.requires_grad_(part in self.trained)
+        if self.settings.gradient_checkpointing and "generator" in self.trained:
+            self.models["generator"].gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+        self.optimizer = self._optimizer()
+        self.batches_per_epoch = math.ceil(len(items) / self.settings.batch_size)
+        steps_per_epoch = math.ceil(self.batches_per_epoch / self.settings.gradient_accumulation)
+        self.total_steps = self.settings.epochs * steps_per_epoch
+        if self.settings.max_steps is not None:
+            self.total_steps = min(self.total_steps, self.settings.max_steps)
+        from transformers import get_scheduler
+
+        self.scheduler = get_scheduler(
+            SCHEDULES[self.settings.schedule],
+            self.optimizer,
+            num_warmup_steps=self.settings.warmup_steps,
+            num_training_steps=self.total_steps,
+        )
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        """No weight decay on biases and norms (parameters of fewer than two dimensions)."""
+        parameters = [p for model in self.trained.values() for p in model.parameters()]
+        groups = [
+            {
+                "params": [p for p in parameters if p.ndim >= 2],
+                "weight_decay": self.settings.weight_decay,
+            },
+            {"params": [p for p in parameters if p.ndim < 2], "weight_decay": 0.0},
+        ]
+        rate = self.settings.learning_rate
+        if self.settings.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=rate)
+        if self.settings.optimizer == "adam":
+            return torch.optim.Adam(groups, lr=rate)
+        return torch.optim.AdamW(groups, lr=rate)
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        from tqdm import tqdm
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        progress = load_state(
+            self.out, self.trained, self.optimizer, self.scheduler, self.run_identity
+        )
+        if progress is None:
+            progress = Progress(self.run_identity)
+        else:
+            log.warning("%s: resuming at step %d of %d", self.out, progress.step, self.total_steps)
+        self._train_mode()
+        loss = math.nan
+        with tqdm(total=self.total_steps, initial=progress.step, unit="step", desc="train") as bar:
+            while progress.step < self.total_steps:
+                batches = self._epoch_batches(progress.epoch)
+                group = batches[
+                    progress.batch : progress.batch + self.settings.gradient_accumulation
+                ]
+                loss = self._optimizer_step(group)
+                progress.step += 1
+                progress.batch += len(group)
+                rate = self.scheduler.get_last_lr()[0]
+                progress.history.append({"step": progress.step, "loss": loss, "lr": rate})
+                bar.set_postfix(loss=f"{loss:.4f}")
+                bar.update()
+                epoch_ended = progress.batch >= len(batches)
+                if epoch_ended:
+                    progress.epoch, progress.batch = progress.epoch + 1, 0
+                if self._evaluation_due(progress.step, epoch_ended):
+                    self._evaluate(progress)
+                if progress.step % self.settings.save_every == 0 or self._finished(progress):
+                    save_state(self.out, self.trained, self.optimizer, self.scheduler, progress)
+                    self._write_history(progress)
+        if not self.dev_items:
+            self._export()
+        self._write_history(progress)
+        return TrainResult(
+            progress.step, loss, progress.best, progress.best_step, self.out / "best"
+        )
+
+    def _finished(self, progress: Progress) -> bool:
+        return progress.step >= self.total_steps
+
+    def _epoch_batches(self, epoch: int) -> list[list[int]]:
+        order = torch.randperm(
+            len(self.items), generator=torch.Generator().manual_seed(self.settings.seed + epoch)
+        ).tolist()
+        size = self.settings.batch_size
+        return [order[start : start + size] for start in range(0, len(order), size)]
+
+    def _optimizer_step(self, group: Sequence[Sequence[int]]) -> float:
+        """One optimizer step over the batches of ``group``; the mean loss per question."""
+        questions = sum(len(batch) for batch in group)
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for batch in group:
+            loss = self.pipeline.loss(
+                [self.items[i].question for i in batch],
+                [self.items[i].answers[0] for i in batch],
+                label_smoothing=self.settings.label_smoothing,
+            )
+            (loss / questions).backward()  # type: ignore[no-untyped-call]
+            total += float(loss.detach())
+        if self.settings.max_grad_norm is not None:
+            parameters = [p for model in self.trained.values() for p in model.parameters()]
+            torch.nn.utils.clip_grad_norm_(parameters, self.settings.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        return total / questions
+
+    # --- evaluation and export ----------------------------------------------------------------
+
+    def _evaluation_due(self, step: int, epoch_ended: bool) -> bool:
+        if not self.dev_items:
+            return False
+        every = self.settings.eval_every
+        return (step % every == 0 if every else epoch_ended) or step >= self.total_steps
+
+    def _evaluate(self, progress: Progress) -> None:
+        """Dev metrics as ``ragloom eval`` computes them, and the dev loss; a better
+        ``best_metric`` replaces ``OUT/best/``."""
+        self._eval_mode()
+        directory = self.out / "dev" / f"step-{progress.step:06d}"
+        summary = evaluate(self.pipeline, self.dev_items, directory, (1, self.n_docs))
+        scores = {
+            "exact_match": summary.exact_match,
+            "f1": summary.f1,
+            "loss": self._dev_loss(),
+            **{f"recall@{k}": value for k, value in summary.recall.items()},
+        }
+        progress.history.append({"step": progress.step, "dev": scores})
+        log.info("step %d dev %s", progress.step, json.dumps(scores))
+        score = scores[self.settings.best_metric]
+        assert score is not None
+        lower_is_better = self.settings.best_metric == "loss"
+        if progress.best is None or (
+            score < progress.best if lower_is_better else score > progress.best
+        ):
+            progress.best, progress.best_step = score, progress.step
+            self._export()
+        self._train_mode()
+
+    @property
+    def n_docs(self) -> int:
+        return self.pipeline.spec.pipeline.n_docs
+
+    def _dev_loss(self) -> float:
+        total = 0.0
+        size = self.settings.batch_size
+        with torch.no_grad():
+            for start in range(0, len(self.dev_items), size):
+                batch = self.dev_items[start : start + size]
+                loss = self.pipeline.loss(
+                    [i.question for i in batch], [i.answers[0] for i in batch]
+                )
+                total += float(loss)
+        return total / len(self.dev_items)
+
+    def _export(self) -> None:
+        self._eval_mode()
+        export_checkpoint(
+            self.out / "best",
+            self.spec,
+            self.components["question_encoder"],
+            self.components["generator"],
+        )
+
+    def _write_history(self, progress: Progress) -> None:
+        lines = "".join(json.dumps(entry) + "\n" for entry in progress.history)
+        atomic.write_text(self.out / "history.jsonl", lines)
+
+    def _train_mode(self) -> None:
+        for part, model in self.models.items():
+            model.train(part in self.trained)
+
+    def _eval_mode(self) -> None:
+        for model in self.models.values():
+            model.eval()
