@@ -53,7 +53,7 @@ class Pipeline:
             registry = get_registry()
         if isinstance(spec, Spec):
             if overrides:
-                spec = load_spec(spec.to_dict(), overrides, registry)
+                spec = load_spec(spec, overrides, registry)
         else:
             spec = load_spec(spec, overrides, registry)
         return cls(spec, registry)

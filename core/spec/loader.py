@@ -54,16 +54,22 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 
 def load_spec(
-    source: str | Path | Mapping[str, Any],
+    source: str | Path | Mapping[str, Any] | Spec,
     overrides: Mapping[str, Any] | None = None,
     registry: Registry | None = None,
 ) -> Spec:
-    """Read, override and validate a spec; raises SpecError listing every problem."""
+    """Read, override and validate a spec; raises SpecError listing every problem.
+
+    A mapping's relative paths are relative to the working directory; a :class:`Spec` given
+    again (to apply ``overrides``) keeps its file name and directory.
+    """
     if registry is None:
         from ..plugin_manager import get_registry
 
         registry = get_registry()
-    if isinstance(source, Mapping):
+    if isinstance(source, Spec):
+        name, base_dir, raw = source.source, source.base_dir, source.to_dict()
+    elif isinstance(source, Mapping):
         name, base_dir, raw = "<dict>", Path.cwd(), dict(source)
     else:
         path = Path(source)

@@ -84,8 +84,8 @@ class TrainSettings(Settings):
         default=None, ge=1, description="documents per question in training (default: [pipeline])"
     )
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
-    max_grad_norm: float | None = Field(
-        default=1.0, gt=0, description="gradient norm clipping (none when absent)"
+    max_grad_norm: float = Field(
+        default=1.0, ge=0, description="gradient norm clipping; 0 turns it off"
     )
     gradient_checkpointing: bool = Field(
         default=False, description="recompute the generator's activations in backward"

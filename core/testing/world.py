@@ -40,7 +40,7 @@ def _names(rng: random.Random, count: int, syllables: int, taken: set[str]) -> l
 
 @dataclass(frozen=True)
 class World:
-    """``entities`` × ``attributes``; ``values[edition][(entity, attribute)]`` is the answer."""
+    """Every entity has every attribute; ``values[edition][entity, attribute]`` is the answer."""
 
     entities: list[str]
     attributes: tuple[str, ...]
@@ -51,12 +51,10 @@ class World:
 
     def documents(self, edition: str) -> list[dict[str, str]]:
         """One passage per fact of ``edition``: ``title`` (the entity) and ``text``."""
+        values = self.values[edition]
         return [
-            {
-                "title": entity,
-                "text": f"The {attribute} of {entity} is {self.values[edition][entity, attribute]}.",
-            }
-            for entity, attribute in self.facts()
+            {"title": e, "text": f"The {attribute} of {e} is {values[e, attribute]}."}
+            for e, attribute in self.facts()
         ]
 
     def questions(

@@ -6,7 +6,7 @@ ends exactly as an uninterrupted run would."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,8 @@ class TrainingStateError(RagloomError):
 @dataclass
 class Progress:
     """Where training stands: optimizer ``step``s done, the ``epoch`` and the ``batch``es of it
-    done, the best dev score so far and at which step, and one history entry per step and per
-    dev evaluation. ``run`` identifies the spec and data the state belongs to."""
+    done, the best dev score so far and at which step. ``run`` identifies the spec and data the
+    state belongs to."""
 
     run: str
     step: int = 0
@@ -34,7 +34,6 @@ class Progress:
     batch: int = 0
     best: float | None = None
     best_step: int | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def save_state(

@@ -107,6 +107,47 @@ def _trainable(pipeline: Pipeline, table: str) -> Trainable:
     return component
 
 
+def _enable_checkpointing(model: Any) -> None:
+    """Recompute activations in backward (non-reentrant: frozen inputs still give gradients).
+    transformers 5 renamed the method."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+class _History:
+    """``history.jsonl``, one line per step and per dev evaluation, written as they come. On
+    resuming, the lines after the saved step are dropped: those steps run again."""
+
+    def __init__(self, path: Path, saved_step: int) -> None:
+        self.path = path
+        kept = []
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:  # a line cut by a kill
+                    break
+                if entry["step"] > saved_step:
+                    break
+                kept.append(line + "\n")
+        atomic.write_text(path, "".join(kept))
+        self.handle: Any = None
+
+    def __enter__(self) -> _History:
+        self.handle = self.path.open("a", encoding="utf-8")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle.close()
+
+    def write(self, entry: dict[str, Any]) -> None:
+        self.handle.write(json.dumps(entry) + "\n")
+        self.handle.flush()
+
+
 class _Trainer:
     def __init__(
         self,
@@ -135,9 +176,7 @@ class _Trainer:
         for part, model in self.models.items():
             model.requires_grad_(part in self.trained)
         if self.settings.gradient_checkpointing and "generator" in self.trained:
-            self.models["generator"].gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False}
-            )
+            _enable_checkpointing(self.models["generator"])
         self.optimizer = self._optimizer()
         self.batches_per_epoch = math.ceil(len(items) / self.settings.batch_size)
         steps_per_epoch = math.ceil(self.batches_per_epoch / self.settings.gradient_accumulation)
@@ -183,9 +222,13 @@ class _Trainer:
             progress = Progress(self.run_identity)
         else:
             log.warning("%s: resuming at step %d of %d", self.out, progress.step, self.total_steps)
+        self._history = _History(self.out / "history.jsonl", progress.step)
         self._train_mode()
         loss = math.nan
-        with tqdm(total=self.total_steps, initial=progress.step, unit="step", desc="train") as bar:
+        with (
+            self._history,
+            tqdm(total=self.total_steps, initial=progress.step, unit="step", desc="train") as bar,
+        ):
             while progress.step < self.total_steps:
                 batches = self._epoch_batches(progress.epoch)
                 group = batches[
@@ -195,7 +238,7 @@ class _Trainer:
                 progress.step += 1
                 progress.batch += len(group)
                 rate = self.scheduler.get_last_lr()[0]
-                progress.history.append({"step": progress.step, "loss": loss, "lr": rate})
+                self._history.write({"step": progress.step, "loss": loss, "lr": rate})
                 bar.set_postfix(loss=f"{loss:.4f}")
                 bar.update()
                 epoch_ended = progress.batch >= len(batches)
@@ -205,10 +248,8 @@ class _Trainer:
                     self._evaluate(progress)
                 if progress.step % self.settings.save_every == 0 or self._finished(progress):
                     save_state(self.out, self.trained, self.optimizer, self.scheduler, progress)
-                    self._write_history(progress)
         if not self.dev_items:
             self._export()
-        self._write_history(progress)
         return TrainResult(
             progress.step, loss, progress.best, progress.best_step, self.out / "best"
         )
@@ -236,7 +277,7 @@ class _Trainer:
             )
             (loss / questions).backward()  # type: ignore[no-untyped-call]
             total += float(loss.detach())
-        if self.settings.max_grad_norm is not None:
+        if self.settings.max_grad_norm > 0:
             parameters = [p for model in self.trained.values() for p in model.parameters()]
             torch.nn.utils.clip_grad_norm_(parameters, self.settings.max_grad_norm)
         self.optimizer.step()
@@ -263,7 +304,7 @@ class _Trainer:
             "loss": self._dev_loss(),
             **{f"recall@{k}": value for k, value in summary.recall.items()},
         }
-        progress.history.append({"step": progress.step, "dev": scores})
+        self._history.write({"step": progress.step, "dev": scores})
         log.info("step %d dev %s", progress.step, json.dumps(scores))
         score = scores[self.settings.best_metric]
         assert score is not None
@@ -299,10 +340,6 @@ class _Trainer:
             self.components["question_encoder"],
             self.components["generator"],
         )
-
-    def _write_history(self, progress: Progress) -> None:
-        lines = "".join(json.dumps(entry) + "\n" for entry in progress.history)
-        atomic.write_text(self.out / "history.jsonl", lines)
 
     def _train_mode(self) -> None:
         for part, model in self.models.items():

@@ -1,0 +1,308 @@
+"""``ragloom train``: the loss falls, gradients go where they should, a killed run resumes to the
+same end, and the best checkpoint loads in ragloom and in transformers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from ragloom import Pipeline, SpecError
+from ragloom.errors import RagloomError
+from ragloom.kb.build import build_knowledge_base
+from ragloom.kb.documents import Document
+from ragloom.spec import load_spec
+from ragloom.testing.tiny_models import bert_dir, causal_lm_dir, rag_checkpoint, rag_spec
+from ragloom.testing.world import World, generate_world, write_jsonl
+from ragloom.training import train
+from ragloom.training.state import TrainingStateError
+
+FAST = {"learning_rate": 3e-3, "batch_size": 4, "warmup_steps": 0, "schedule": "constant"}
+
+
+def train_table(**settings: Any) -> str:
+    lines = [f"{key} = {json.dumps(value)}" for key, value in {**FAST, **settings}.items()]
+    return "\n[train]\n" + "\n".join(lines) + "\n"
+
+
+def build_kb(spec: Path, world: World, out: Path, encoder_type: str) -> None:
+    documents = [
+        Document(row["title"], row["text"], str(i)) for i, row in enumerate(world.documents("A"))
+    ]
+    encoder = Pipeline.from_spec(spec).encoder
+    build_knowledge_base(documents, encoder, out, encoder_type=encoder_type, progress=False)
+
+
+class Workspace:
+    """A tiny DPR + BART checkpoint, a world of facts, its knowledge base and QA files."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.checkpoint, _, self.context_dir = rag_checkpoint(root)
+        self.world = generate_world(8, attributes=2, values_per_attribute=6)
+        self.data = write_jsonl(root / "train.jsonl", self.world.questions("A"))
+        self.dev = write_jsonl(root / "dev.jsonl", self.world.questions("A")[:6])
+        self.kb = root / "kb"
+        build_kb(self.spec(), self.world, self.kb, "dpr")
+
+    def spec(self, marginalizer: str = "rag-token", n_docs: int = 2, **settings: Any) -> Path:
+        path = self.root / f"spec-{len(list(self.root.glob('spec-*.toml')))}.toml"
+        text = rag_spec(self.checkpoint, self.context_dir, self.kb, marginalizer, n_docs)
+        path.write_text(text + train_table(**settings))
+        return path
+
+    def train(self, out: Path, dev: bool = False, **settings: Any) -> Any:
+        spec = load_spec(self.spec(**settings))
+        return train(spec, self.data, out, self.dev if dev else None)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    return Workspace(tmp_path_factory.mktemp("train"))
+
+
+def mean_loss(spec: Path, data: list[dict[str, Any]]) -> float:
+    pipeline = Pipeline.from_spec(spec)
+    with torch.no_grad():
+        loss = pipeline.loss([row["question"] for row in data], [row["answers"][0] for row in data])
+    return float(loss) / len(data)
+
+
+@pytest.mark.parametrize("marginalizer", ["rag-token", "rag-sequence"])
+def test_training_lowers_the_loss_and_the_checkpoint_loads(
+    workspace: Workspace, tmp_path: Path, marginalizer: str
+) -> None:
+    data = workspace.world.questions("A")
+    before = mean_loss(workspace.spec(marginalizer), data)
+    result = workspace.train(tmp_path, marginalizer=marginalizer, max_steps=30, epochs=50)
+    assert result.steps == 30
+    after = mean_loss(result.best_directory / "spec.toml", data)
+    assert after < 0.7 * before
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in history] == list(range(1, 31))
+
+
+def test_the_best_checkpoint_loads_in_transformers_with_the_trained_weights(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    from transformers import RagTokenForGeneration
+
+    result = workspace.train(tmp_path, dev=True, max_steps=8, eval_every=4, epochs=10)
+    assert result.best_step in (4, 8)
+    assert (tmp_path / "dev" / "step-000004" / "summary.json").is_file()
+    reference = RagTokenForGeneration.from_pretrained(result.best_directory)
+    ours = Pipeline.from_spec(result.best_directory / "spec.toml")
+    for mine, theirs in [
+        (ours.encoder.query_tower.model, reference.rag.question_encoder),  # type: ignore[attr-defined]
+        (ours.generator.model, reference.rag.generator),  # type: ignore[attr-defined]
+    ]:
+        expected = theirs.state_dict()
+        for key, value in mine.state_dict().items():
+            assert torch.equal(value, expected[key]), key
+    # the passage tower is the one that encoded the knowledge base: its fingerprint matches
+    ours.retrieve(["What is the capital of anything?"])
+
+
+def test_the_trained_model_beats_the_untrained_one_on_dev(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    result = workspace.train(tmp_path, dev=True, max_steps=12, eval_every=6, epochs=10)
+    dev = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    losses = [entry["dev"]["loss"] for entry in dev if "dev" in entry]
+    assert len(losses) == 2 and losses[1] < losses[0]
+    assert result.best is not None
+
+
+def parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: value.detach().clone() for name, value in model.state_dict().items()}
+
+
+def changed(before: dict[str, torch.Tensor], model: torch.nn.Module) -> bool:
+    return any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("part", ["question_encoder", "generator"])
+def test_a_frozen_part_does_not_change(workspace: Workspace, tmp_path: Path, part: str) -> None:
+    start = Pipeline.from_spec(workspace.spec())
+    encoder_before = parameters(start.encoder.query_tower.model)  # type: ignore[attr-defined]
+    generator_before = parameters(start.generator.model)  # type: ignore[attr-defined]
+    result = workspace.train(tmp_path, train=[part], max_steps=3)
+    trained = Pipeline.from_spec(result.best_directory / "spec.toml")
+    encoder_changed = changed(encoder_before, trained.encoder.query_tower.model)  # type: ignore[attr-defined]
+    generator_changed = changed(generator_before, trained.generator.model)  # type: ignore[attr-defined]
+    assert (encoder_changed, generator_changed) == (
+        part == "question_encoder",
+        part == "generator",
+    )
+
+
+@pytest.mark.parametrize("marginalizer", ["rag-token", "rag-sequence"])
+def test_gradients_reach_the_question_encoder_only_through_the_doc_scores(
+    workspace: Workspace, marginalizer: str
+) -> None:
+    """With one document the doc prior is constant (log_softmax of one score is 0): the
+    encoder's gradient must vanish. With two it must not."""
+    questions = [row["question"] for row in workspace.world.questions("A")[:4]]
+    answers = [row["answers"][0] for row in workspace.world.questions("A")[:4]]
+    norms = {}
+    for n_docs in (1, 2):
+        pipeline = Pipeline.from_spec(workspace.spec(marginalizer, n_docs))
+        encoder = pipeline.encoder.trainable_model().model  # type: ignore[attr-defined]
+        generator = pipeline.generator.trainable_model().model  # type: ignore[attr-defined]
+        pipeline.loss(questions, answers).backward()
+        grads = [p.grad for p in encoder.parameters()]
+        norms[n_docs] = sum(float(g.norm()) for g in grads if g is not None)
+        assert all(p.grad is not None for p in generator.parameters())
+    assert norms[1] == 0.0
+    assert norms[2] > 0.0
+
+
+def test_a_frozen_generator_gets_no_gradient(workspace: Workspace) -> None:
+    pipeline = Pipeline.from_spec(workspace.spec())
+    generator = pipeline.generator.trainable_model().model  # type: ignore[attr-defined]
+    generator.requires_grad_(False)
+    rows = workspace.world.questions("A")[:4]
+    pipeline.loss([r["question"] for r in rows], [r["answers"][0] for r in rows]).backward()
+    assert all(p.grad is None for p in generator.parameters())
+    encoder = pipeline.encoder.trainable_model().model  # type: ignore[attr-defined]
+    assert any(p.grad is not None and float(p.grad.norm()) > 0 for p in encoder.parameters())
+
+
+def test_gradient_checkpointing_gives_the_same_training(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    plain = workspace.train(tmp_path / "plain", max_steps=3)
+    checkpointed = workspace.train(tmp_path / "ckpt", max_steps=3, gradient_checkpointing=True)
+    assert checkpointed.loss == pytest.approx(plain.loss, rel=1e-4)
+    a = Pipeline.from_spec(plain.best_directory / "spec.toml").generator.model  # type: ignore[attr-defined]
+    b = Pipeline.from_spec(checkpointed.best_directory / "spec.toml").generator.model  # type: ignore[attr-defined]
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def train_command(spec: Path, data: Path, out: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "ragloom.cli",
+        "train",
+        str(spec),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+    ]
+
+
+def saved_step(out: Path) -> int:
+    try:
+        return int(json.loads((out / "state" / "progress.json").read_text())["step"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def test_a_killed_run_resumes_to_the_same_end(workspace: Workspace, tmp_path: Path) -> None:
+    spec = workspace.spec(max_steps=160, save_every=4, epochs=200)
+    out, fresh = tmp_path / "run", tmp_path / "fresh"
+    process = subprocess.Popen(
+        train_command(spec, workspace.data, out),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while saved_step(out) < 8 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert process.poll() is None, "training ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_at = saved_step(out)
+    assert 8 <= killed_at < 160
+    command = train_command(spec, workspace.data, out)
+    resumed = subprocess.run(command, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming at step {killed_at} of 160" in resumed.stderr
+    assert "trained 160 steps" in resumed.stdout
+    subprocess.run(train_command(spec, workspace.data, fresh), check=True, capture_output=True)
+    steps = [json.loads(line)["step"] for line in (out / "history.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 161))
+    a = Pipeline.from_spec(out / "best" / "spec.toml").generator.model  # type: ignore[attr-defined]
+    b = Pipeline.from_spec(fresh / "best" / "spec.toml").generator.model  # type: ignore[attr-defined]
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        torch.testing.assert_close(x, y, msg=name)
+
+
+def test_a_state_from_another_run_is_refused(workspace: Workspace, tmp_path: Path) -> None:
+    workspace.train(tmp_path, max_steps=2)
+    with pytest.raises(TrainingStateError, match="another spec or data file"):
+        workspace.train(tmp_path, max_steps=2, learning_rate=1e-4)
+
+
+def test_train_table_errors_name_the_key(workspace: Workspace) -> None:
+    with pytest.raises(SpecError) as error:
+        load_spec(workspace.spec(train=["decoder"], learning_rat=0.1))
+    text = str(error.value)
+    assert "train.train" in text and "question_encoder" in text
+    assert "learning_rat" in text and "learning_rate" in text
+
+
+def test_a_quantized_generator_cannot_be_trained(workspace: Workspace) -> None:
+    from ragloom.plugins.bart_generator import BartGenerator
+
+    generator = Pipeline.from_spec(workspace.spec()).generator
+    quantized = BartGenerator(
+        generator.model,  # type: ignore[attr-defined]
+        generator.tokenizer,  # type: ignore[attr-defined]
+        BartGenerator.Params.model_construct(quantization="4bit"),
+    )
+    with pytest.raises(RagloomError, match='quantization = "4bit"'):
+        quantized.trainable_model()
+
+
+@pytest.mark.parametrize("marginalizer", ["rag-token", "rag-sequence"])
+def test_a_causal_generator_and_a_mean_pooled_encoder_train(
+    tmp_path: Path, marginalizer: str
+) -> None:
+    """The other generator kind through the same loop; its checkpoint is a RAG directory with
+    a causal LM inside, loaded back by [pipeline] checkpoint."""
+    world = generate_world(6, attributes=1, values_per_attribute=5)
+    encoder_dir, generator_dir = bert_dir(tmp_path / "bert"), causal_lm_dir(tmp_path / "llm")
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        f"""schema = 1
+[pipeline]
+n_docs = 2
+[encoder]
+type = "hf-mean-pool"
+path = "{encoder_dir}"
+[retriever]
+type = "dense"
+kb = "kb"
+[retriever.index]
+type = "faiss-exact"
+[generator]
+type = "causal-lm"
+path = "{generator_dir}"
+[marginalizer]
+type = "{marginalizer}"
+[generation]
+max_length = 8
+"""
+        + train_table(max_steps=25, epochs=50, learning_rate=1e-2)
+    )
+    build_kb(spec, world, tmp_path / "kb", "hf-mean-pool")
+    data = write_jsonl(tmp_path / "train.jsonl", world.questions("A"))
+    before = mean_loss(spec, world.questions("A"))
+    result = train(load_spec(spec), data, tmp_path / "out")
+    trained_spec = result.best_directory / "spec.toml"
+    assert "path" not in load_spec(trained_spec).to_dict()["generator"]
+    assert mean_loss(trained_spec, world.questions("A")) < 0.7 * before
+    (answer,) = Pipeline.from_spec(trained_spec).generate([world.questions("A")[0]["question"]])
+    assert isinstance(answer.text, str)
