@@ -13,6 +13,7 @@ from ..context import Declared
 from ..errors import IndexFileError, MismatchError
 from .manifest import MANIFEST_FILE, IndexManifest, KBManifest, ragloom_version
 from .passages import PASSAGES_FILE, ArrowPassageStore
+from .shards import Shard
 
 if TYPE_CHECKING:
     import numpy as np
@@ -127,14 +128,20 @@ class KnowledgeBase:
 
     # --- indexes ---------------------------------------------------------------------------
 
-    def index_path(self, declared: Declared) -> Path:
-        return self.index_path_in(self.directory, declared)
+    def index_path(self, declared: Declared, shard: Shard | None = None) -> Path:
+        return self.index_path_in(self.directory, declared, shard)
 
     @staticmethod
-    def index_path_in(directory: Path, declared: Declared) -> Path:
-        """Where the KB at ``directory`` keeps the index ``declared`` by a spec."""
+    def index_path_in(directory: Path, declared: Declared, shard: Shard | None = None) -> Path:
+        """Where the KB at ``directory`` keeps the index ``declared`` by a spec (of one shard)."""
         name = index_directory_name(declared.type, build_params(declared))
-        return directory / INDEXES_DIR / name
+        if shard is None:
+            return directory / INDEXES_DIR / name
+        return directory / INDEXES_DIR / f"{name}.shards-{shard.count}" / f"shard-{shard.number}"
+
+    def shards(self, count: int) -> list[Shard]:
+        """The KB's rows in ``count`` contiguous shards."""
+        return Shard.split(len(self), count)
 
     def index_manifests(self) -> list[tuple[Path, IndexManifest]]:
         """Every built index with its manifest."""
@@ -146,26 +153,34 @@ class KnowledgeBase:
         return found
 
     def load_index(
-        self, declared: Declared, build: bool = True, allow_mismatch: bool = False
+        self,
+        declared: Declared,
+        build: bool = True,
+        allow_mismatch: bool = False,
+        shard: Shard | None = None,
     ) -> Index:
-        """The index ``declared`` by a spec: loaded from the KB's cache, or built and cached."""
-        path = self.index_path(declared)
+        """The index ``declared`` by a spec (over ``shard``'s rows only, if given): loaded from
+        the KB's cache, or built and cached."""
+        path = self.index_path(declared, shard)
         atomic.recover_directory(path)
         if not path.exists():
             if not build:
+                shards = f" --shards {shard.count}" if shard else ""
                 raise IndexFileError(
                     f"{path} has not been built. Build it with `ragloom index build "
-                    f"{self.directory} --type {declared.type}`."
+                    f"{self.directory} --type {declared.type}{shards}`."
                 )
-            log.info("building index %s (first use)", path.name)
-            return self.build_index(declared)
+            log.info("building index %s (first use)", path.relative_to(self.directory))
+            return self.build_index(declared, shard=shard)
         manifest = IndexManifest.read(path, "ragloom index")
-        self._check_index(path, manifest, allow_mismatch)
+        self._check_index(path, manifest, allow_mismatch, shard)
         index: Index = declared.component.load(path / INDEX_SUBDIR)
         index.tune(declared.params)
         return index
 
-    def _check_index(self, path: Path, manifest: IndexManifest, allow_mismatch: bool) -> None:
+    def _check_index(
+        self, path: Path, manifest: IndexManifest, allow_mismatch: bool, shard: Shard | None
+    ) -> None:
         problems = []
         if manifest.encoder_fingerprint != self.manifest.encoder.fingerprint:
             problems.append(
@@ -177,8 +192,9 @@ class KnowledgeBase:
                 f"passages {manifest.passages_sha256[:16]} (the KB's are "
                 f"{self.manifest.passages_sha256[:16]})"
             )
-        if manifest.count != self.manifest.count:
-            problems.append(f"{manifest.count} vectors (the KB has {self.manifest.count})")
+        rows = [0, self.manifest.count] if shard is None else [shard.start, shard.stop]
+        if (manifest.rows or [0, manifest.count]) != rows:
+            problems.append(f"rows {manifest.rows or [0, manifest.count]} (expected {rows})")
         if not problems:
             return
         message = f"index {path} was built from other data: {'; '.join(problems)}."
@@ -189,23 +205,26 @@ class KnowledgeBase:
             )
         log.warning("%s Loading it anyway because [retriever] allow_mismatch = true.", message)
 
-    def build_index(self, declared: Declared, progress: bool = True) -> Index:
-        """Build the declared index from the stored embeddings and save it atomically."""
+    def build_index(
+        self, declared: Declared, progress: bool = True, shard: Shard | None = None
+    ) -> Index:
+        """Build the declared index from the stored embeddings (of ``shard``'s rows only, if
+        given) and save it atomically."""
         import numpy as np
         from tqdm import tqdm
 
         started = time.perf_counter()
         index: Index = declared.component.create(self.dim, declared.params)
-        count = len(self)
+        first, end = (0, len(self)) if shard is None else (shard.start, shard.stop)
+        count = end - first
         sample_size = min(count, getattr(declared.params, "train_size", DEFAULT_TRAIN_SAMPLE))
         rng = np.random.default_rng(getattr(declared.params, "seed", 0))
-        sample_rows = np.sort(rng.choice(count, size=sample_size, replace=False))
+        sample_rows = first + np.sort(rng.choice(count, size=sample_size, replace=False))
         index.train(np.asarray(self.embeddings[sample_rows], dtype=np.float32))
-        with tqdm(
-            total=count, unit="vec", desc=f"index {declared.type}", disable=not progress
-        ) as bar:
-            for start in range(0, count, ADD_CHUNK):
-                stop = min(start + ADD_CHUNK, count)
+        label = f"index {declared.type}" + (f" {shard}" if shard else "")
+        with tqdm(total=count, unit="vec", desc=label, disable=not progress) as bar:
+            for start in range(first, end, ADD_CHUNK):
+                stop = min(start + ADD_CHUNK, end)
                 index.add(
                     np.asarray(self.embeddings[start:stop], dtype=np.float32),
                     np.arange(start, stop, dtype=np.int64),
@@ -221,8 +240,9 @@ class KnowledgeBase:
             passages_sha256=self.manifest.passages_sha256,
             build_seconds=round(time.perf_counter() - started, 3),
             ragloom_version=ragloom_version(),
+            rows=None if shard is None else [shard.start, shard.stop],
         )
-        with atomic.directory(self.index_path(declared)) as temporary:
+        with atomic.directory(self.index_path(declared, shard)) as temporary:
             index.save(temporary / INDEX_SUBDIR)
             manifest.write(temporary)
         return index

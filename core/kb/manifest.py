@@ -83,3 +83,4 @@ class IndexManifest(Manifest):
     passages_sha256: str
     build_seconds: float
     ragloom_version: str
+    rows: list[int] | None = None  # [start, stop) for a shard's index
