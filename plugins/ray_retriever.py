@@ -11,9 +11,8 @@ An actor that dies is restarted by Ray from its shard on disk and the search is 
 ``max_restarts`` times; past that, or with ``max_restarts = 0``, the call fails naming the shard.
 Results are never returned from some shards only.
 
-``address``: ``"local"`` starts Ray inside this process (``num_cpus`` caps it); ``"auto"`` joins
-the cluster this machine belongs to; ``"ray://HOST:10001"`` a remote one. Workers on other
-machines must see the knowledge base at the same path (a shared file system).
+``address`` is read by :func:`ragloom.distributed.connect`. Workers on other machines must see the
+knowledge base at the same path (a shared file system).
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ import numpy as np
 from pydantic import Field
 
 from ragloom.context import BuildContext, Declared
+from ragloom.distributed import connect
 from ragloom.errors import RagloomError
 from ragloom.kb import KnowledgeBase
 from ragloom.kb.shards import Shard
@@ -38,18 +38,6 @@ log = logging.getLogger(__name__)
 
 class ShardError(RagloomError):
     """A shard actor that died for good or did not answer in time."""
-
-
-def connect(address: str, num_cpus: int | None) -> None:
-    """Join (or start) the Ray instance ``address`` names, once per process."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    if address == "local":
-        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
-    else:
-        ray.init(address=address, logging_level=logging.WARNING)
 
 
 class ShardServer:

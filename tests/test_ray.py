@@ -3,7 +3,13 @@ dead shard actors, and a clear error when a shard is gone for good."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -130,3 +136,101 @@ def test_shards_cover_the_rows_in_order() -> None:
     assert [(s.start, s.stop) for s in shards] == [(0, 3), (3, 6), (6, 10)]
     with pytest.raises(ValueError):
         Shard.split(2, 3)
+
+
+def write_documents(path: Path, count: int) -> Path:
+    rows = [{"title": " ".join(t.split()[:2]), "text": t} for t in corpus(count, seed=6)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_encoding_on_ray_equals_the_local_build(
+    cluster: None, workspace: Path, tmp_path: Path
+) -> None:
+    from ragloom.kb import read_documents
+    from ragloom.kb.ray_build import build_knowledge_base_on_ray
+
+    documents = write_documents(tmp_path / "docs.jsonl", 120)
+    spec_path = spec(workspace, "dense")
+    pipeline = Pipeline.from_spec(spec_path)
+    local = build_knowledge_base(
+        read_documents(documents), pipeline.encoder, tmp_path / "local", encoder_type="hf-mean-pool"
+    )
+    on_ray = build_knowledge_base_on_ray(
+        read_documents(documents),
+        pipeline.encoder,
+        pipeline.spec.with_absolute_paths(),
+        tmp_path / "ray",
+        encoder_type="hf-mean-pool",
+        chunk_size=25,
+        batch_size=8,
+    )
+    assert on_ray.manifest.passages_sha256 == local.manifest.passages_sha256
+    assert on_ray.manifest.encoder == local.manifest.encoder
+    np.testing.assert_allclose(
+        np.asarray(on_ray.embeddings), np.asarray(local.embeddings), atol=1e-5
+    )
+
+
+def chunks_done(out: Path) -> int:
+    try:
+        progress = json.loads((out.parent / f".{out.name}.building" / "progress.json").read_text())
+    except (OSError, ValueError):
+        return 0
+    return len(progress.get("chunks_done", []))
+
+
+def test_a_killed_ray_build_resumes_and_builds_every_shard(workspace: Path, tmp_path: Path) -> None:
+    """Encoding as a Ray job, killed with SIGKILL, then run again: the missing chunks are
+    encoded, the KB equals a local build, and one index per shard is built."""
+    documents = write_documents(tmp_path / "docs.jsonl", 1500)
+    out = tmp_path / "kb"
+    command = [
+        sys.executable,
+        "-m",
+        "ragloom.cli",
+        "index",
+        "build",
+        str(out),
+        "--type",
+        "faiss-exact",
+        "--shards",
+        "3",
+        "--ray",
+        "--num-cpus",
+        "1",
+        "--input",
+        str(documents),
+        "--spec",
+        str(spec(workspace, "dense")),
+        "--chunk-size",
+        "10",
+        "--batch-size",
+        "10",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while chunks_done(out) < 5 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert process.poll() is None, "the build ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_at = chunks_done(out)
+    assert 5 <= killed_at < 150
+    resumed = subprocess.run(command, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{killed_at} of 150 chunks already encoded" in resumed.stderr
+    assert "built" in resumed.stdout and "3 shards" in resumed.stdout
+
+    from ragloom.kb import read_documents
+
+    local = build_knowledge_base(
+        read_documents(documents),
+        Pipeline.from_spec(spec(workspace, "dense")).encoder,
+        tmp_path / "local",
+        encoder_type="hf-mean-pool",
+    )
+    kb = KnowledgeBase.open(out)
+    np.testing.assert_allclose(np.asarray(kb.embeddings), np.asarray(local.embeddings), atol=1e-5)
+    shard_indexes = kb.directory / "indexes" / "faiss-exact.shards-3"
+    assert sorted(p.name for p in shard_indexes.iterdir()) == ["shard-0", "shard-1", "shard-2"]

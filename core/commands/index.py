@@ -12,6 +12,7 @@ from ..errors import SpecError
 from ..plugin_manager import get_registry
 from ..spec import load_spec
 from .common import overrides, table_lines
+from .kb import add_encoding_options, build_from_args
 
 
 def declared_index(
@@ -40,11 +41,26 @@ def declared_index(
 def cmd_build(args: argparse.Namespace) -> int:
     from ..kb import KnowledgeBase
 
+    if args.input:
+        if not args.spec:
+            raise SpecError("--input", ["encoding documents needs --spec (its [encoder])."])
+        build_from_args(args, Path(args.kb))
     kb = KnowledgeBase.open(Path(args.kb))
     declared = declared_index(args.kb, args.type, args.param)
-    kb.build_index(declared)
-    path = kb.index_path(declared)
-    print(f"built {path} ({len(kb)} vectors)")
+    if args.shards is None:
+        kb.build_index(declared)
+        print(f"built {kb.index_path(declared)} ({len(kb)} vectors)")
+        return 0
+    if args.ray:
+        from ..kb.ray_build import build_shard_indexes_on_ray
+
+        build_shard_indexes_on_ray(kb, declared, args.shards, args.address, args.num_cpus)
+    else:
+        for shard in kb.shards(args.shards):
+            if not kb.index_path(declared, shard).exists():
+                kb.build_index(declared, shard=shard)
+    parent = kb.index_path(declared, kb.shards(args.shards)[0]).parent
+    print(f"built {parent} ({args.shards} shards, {len(kb)} vectors)")
     return 0
 
 
@@ -99,6 +115,14 @@ def add_to(commands: Any) -> None:
     build.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE", help="index parameter"
     )
+    build.add_argument(
+        "--shards", type=int, help="build one index per shard of N (the ray-sharded retriever's)"
+    )
+    build.add_argument(
+        "--input", help="first encode these documents into the KB (.jsonl, .csv, .tsv)"
+    )
+    build.add_argument("--spec", help="with --input: the spec whose [encoder] encodes them")
+    add_encoding_options(build)
     build.set_defaults(handler=cmd_build)
 
     compare = actions.add_parser(

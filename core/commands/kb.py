@@ -19,27 +19,80 @@ def _encoder(spec_path: str, assignments: list[str]) -> tuple[Any, str]:
     return encoder, pipeline.spec.components["encoder"].type
 
 
-def cmd_build(args: argparse.Namespace) -> int:
+def build_from_args(args: argparse.Namespace, out: Path) -> Any:
+    """The KB ``args`` describe (documents, spec, encoding options), built locally or with
+    ``--ray``."""
     from ..kb import build_knowledge_base, read_documents
     from ..kb.documents import passages
 
+    spec = spec_from_args(args.spec, args.set)
     encoder, encoder_type = _encoder(args.spec, args.set)
     documents = passages(read_documents(Path(args.input), args.format), args.split_words)
+    options: dict[str, Any] = {
+        "encoder_type": encoder_type,
+        "dtype": args.dtype,
+        "batch_size": args.batch_size,
+        "source": {"input": str(args.input), "split_words": args.split_words},
+    }
     try:
-        kb = build_knowledge_base(
-            documents,
-            encoder,
-            Path(args.out),
-            encoder_type=encoder_type,
-            dtype=args.dtype,
-            batch_size=args.batch_size,
-            source={"input": str(args.input), "split_words": args.split_words},
-            flush_seconds=args.flush_seconds,
+        if args.ray:
+            from ..kb.ray_build import build_knowledge_base_on_ray
+
+            return build_knowledge_base_on_ray(
+                documents,
+                encoder,
+                spec.with_absolute_paths(),
+                out,
+                address=args.address,
+                num_cpus=args.num_cpus,
+                chunk_size=args.chunk_size,
+                **options,
+            )
+        return build_knowledge_base(
+            documents, encoder, out, flush_seconds=args.flush_seconds, **options
         )
     except ValueError as error:
         raise RagloomError(f"{args.input}: {error}") from None
-    print(f"{kb.directory}: {len(kb)} passages, dim {kb.dim}, encoder {encoder.fingerprint}")
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    kb = build_from_args(args, Path(args.out))
+    fingerprint = kb.manifest.encoder.fingerprint
+    print(f"{kb.directory}: {len(kb)} passages, dim {kb.dim}, encoder {fingerprint}")
     return 0
+
+
+def add_encoding_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a KB build: input format, splitting, dtype, batching, Ray."""
+    parser.add_argument("--format", choices=["jsonl", "csv", "tsv"], help="input format")
+    parser.add_argument(
+        "--split-words",
+        type=int,
+        metavar="N",
+        help="cut documents into N-word passages (DPR and RAG used 100)",
+    )
+    parser.add_argument("--dtype", choices=["float32", "float16"], default="float32")
+    parser.add_argument("--batch-size", type=int, default=256, help="passages per progress step")
+    parser.add_argument(
+        "--flush-seconds", type=float, default=5.0, help="how often progress is saved (local)"
+    )
+    parser.add_argument(
+        "--ray", action="store_true", help="run on Ray: encoding tasks and shard index builds"
+    )
+    add_ray_options(parser)
+    parser.add_argument(
+        "--chunk-size", type=int, default=8192, help="passages per Ray task (--ray)"
+    )
+    add_set_option(parser)
+
+
+def add_ray_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--address",
+        default="local",
+        help='Ray cluster: "local" (start one here), "auto", or ray://HOST:PORT (--ray)',
+    )
+    parser.add_argument("--num-cpus", type=int, help='CPUs of a "local" Ray instance (--ray)')
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -114,19 +167,7 @@ def add_to(commands: Any) -> None:
     build.add_argument("input", help="documents: .jsonl, .csv or DPR-style .tsv")
     build.add_argument("--spec", required=True, help="spec whose [encoder] encodes the passages")
     build.add_argument("--out", required=True, help="knowledge base directory to write")
-    build.add_argument("--format", choices=["jsonl", "csv", "tsv"], help="input format")
-    build.add_argument(
-        "--split-words",
-        type=int,
-        metavar="N",
-        help="cut documents into N-word passages (DPR and RAG used 100)",
-    )
-    build.add_argument("--dtype", choices=["float32", "float16"], default="float32")
-    build.add_argument("--batch-size", type=int, default=256, help="passages per progress step")
-    build.add_argument(
-        "--flush-seconds", type=float, default=5.0, help="how often progress is saved"
-    )
-    add_set_option(build)
+    add_encoding_options(build)
     build.set_defaults(handler=cmd_build)
 
     info = actions.add_parser("info", help="what a knowledge base holds, and its indexes")

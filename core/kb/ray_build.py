@@ -1,0 +1,169 @@
+"""Building a knowledge base and its shard indexes as Ray jobs.
+
+Encoding: the passages are staged as for a local build (:mod:`ragloom.kb.build`), then cut into
+chunks of ``chunk_size`` consecutive rows. Each chunk is a Ray task: the worker builds the encoder
+from the spec once (per worker process) and returns the chunk's vectors, which the driver writes
+into the memory-mapped embeddings as they arrive, recording the finished chunks in
+``progress.json``. A build that is killed resumes with the chunks still missing (same input, same
+encoder, same chunk size); only the finished build replaces the target.
+
+Shard indexes: one Ray task per shard builds that shard's index from the stored embeddings and
+saves it atomically in the KB's index cache (:mod:`ragloom.kb.shards`); shards already built are
+skipped, so a rerun finishes what a killed one left.
+
+Workers read and write the staging directory and the KB by path: on a cluster of several machines
+those must be on a shared file system.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..context import Declared
+from ..distributed import connect
+from .build import resumable_progress, stage_passages
+from .documents import Document
+from .knowledge_base import KnowledgeBase
+from .manifest import MANIFEST_FILE
+from .passages import PASSAGES_FILE, ArrowPassageStore
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..protocols import Encoder
+
+log = logging.getLogger(__name__)
+
+_ENCODERS: dict[str, Any] = {}
+"""Encoders a worker process built, by spec: later chunks on that worker reuse them."""
+
+
+def _encoder_for(spec: dict[str, Any]) -> Encoder:
+    key = json.dumps(spec, sort_keys=True)
+    if key not in _ENCODERS:
+        from ..pipeline import Pipeline
+
+        _ENCODERS[key] = Pipeline.from_spec(spec).encoder
+    encoder: Encoder = _ENCODERS[key]
+    return encoder
+
+
+def encode_chunk(
+    spec: dict[str, Any], passages: str, start: int, stop: int, batch_size: int, dtype: str
+) -> np.ndarray:
+    """Rows ``[start, stop)`` of the staged passages, encoded: ``[stop - start, dim]``. Runs in a
+    Ray worker; batches are length-sorted inside the chunk."""
+    import numpy as np
+
+    encoder = _encoder_for(spec)
+    store = ArrowPassageStore(Path(passages))
+    rows = list(range(start, stop))
+    found = store.get(rows)
+    order = np.argsort([-len(p.text) for p in found], kind="stable")
+    vectors = np.zeros((len(rows), encoder.dim), dtype=np.dtype(dtype))
+    for first in range(0, len(rows), batch_size):
+        batch = order[first : first + batch_size]
+        encoded = encoder.encode_passages(
+            [found[i].title for i in batch], [found[i].text for i in batch]
+        )
+        vectors[batch] = encoded.detach().cpu().numpy().astype(dtype)
+    return vectors
+
+
+def build_knowledge_base_on_ray(
+    documents: Iterable[Document],
+    encoder: Encoder,
+    spec: dict[str, Any],
+    out: Path,
+    *,
+    encoder_type: str,
+    address: str = "local",
+    num_cpus: int | None = None,
+    dtype: str = "float32",
+    batch_size: int = 256,
+    chunk_size: int = 8192,
+    source: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> KnowledgeBase:
+    """Encode ``documents`` into a KB at ``out`` with Ray workers (see the module docstring).
+
+    ``encoder`` is the driver's copy of the spec's encoder (for its fingerprint and dimension);
+    ``spec`` is the spec as a mapping with absolute paths, from which each worker builds its own.
+    """
+    import ray
+    from tqdm import tqdm
+
+    staged = stage_passages(documents, out)
+    plan = staged.plan(encoder, dtype, batch_size=batch_size, chunk_size=chunk_size)
+    recorded = resumable_progress(staged.directory, plan)
+    done: set[int] = set(recorded.get("chunks_done", [])) if recorded else set()
+    chunks = [
+        (start, min(start + chunk_size, staged.count))
+        for start in range(0, staged.count, chunk_size)
+    ]
+    if done:
+        log.info(
+            "resuming the build in %s: %d of %d chunks already encoded",
+            staged.directory,
+            len(done),
+            len(chunks),
+        )
+    embeddings = staged.embeddings(encoder.dim, dtype, resume=recorded is not None)
+    connect(address, num_cpus)
+    task = ray.remote(encode_chunk).options(num_cpus=1)
+    passages = str(staged.directory / PASSAGES_FILE)
+    pending = {
+        task.remote(spec, passages, start, stop, batch_size, dtype): number
+        for number, (start, stop) in enumerate(chunks)
+        if number not in done
+    }
+    encoded = sum(stop - start for number, (start, stop) in enumerate(chunks) if number in done)
+    with tqdm(
+        total=staged.count, initial=encoded, unit="passage", desc="encoding", disable=not progress
+    ) as bar:
+        while pending:
+            finished, _ = ray.wait(list(pending), num_returns=1)
+            number = pending.pop(finished[0])
+            start, stop = chunks[number]
+            embeddings[start:stop] = ray.get(finished[0])
+            embeddings.flush()
+            done.add(number)
+            staged.record(plan, chunks_done=sorted(done))
+            bar.update(stop - start)
+    del embeddings
+    return staged.publish(out, encoder, encoder_type, dtype, {**(source or {}), "ray": True})
+
+
+def build_shard_index(kb: str, declared: Declared, number: int, count: int) -> str:
+    """Build shard ``number`` of ``count``'s index in the KB at ``kb``; its directory. Runs in a
+    Ray worker."""
+    knowledge_base = KnowledgeBase.open(Path(kb))
+    shard = knowledge_base.shards(count)[number]
+    knowledge_base.build_index(declared, progress=False, shard=shard)
+    return str(knowledge_base.index_path(declared, shard))
+
+
+def build_shard_indexes_on_ray(
+    kb: KnowledgeBase,
+    declared: Declared,
+    shards: int,
+    address: str = "local",
+    num_cpus: int | None = None,
+) -> list[Path]:
+    """Every shard's index of ``declared``, built in parallel Ray tasks; shards already built
+    are kept. Returns the shard index directories in shard order."""
+    import ray
+
+    paths = [kb.index_path(declared, shard) for shard in kb.shards(shards)]
+    missing = [n for n, path in enumerate(paths) if not (path / MANIFEST_FILE).exists()]
+    if len(missing) < shards:
+        log.info("%d of %d shard indexes already built", shards - len(missing), shards)
+    if missing:
+        connect(address, num_cpus)
+        task = ray.remote(build_shard_index).options(num_cpus=1)
+        ray.get([task.remote(str(kb.directory), declared, n, shards) for n in missing])
+    return paths
