@@ -86,7 +86,8 @@ def build_knowledge_base(
                 staged.record(plan, batches_done=number + 1)
                 last_flush = time.monotonic()
     del embeddings
-    return staged.publish(out, encoder, encoder_type, dtype, source)
+    record = EncoderRecord(type=encoder_type, fingerprint=encoder.fingerprint)
+    return staged.publish(out, record, encoder.dim, dtype, source)
 
 
 @dataclass(frozen=True)
@@ -127,8 +128,8 @@ class StagedPassages:
     def publish(
         self,
         out: Path,
-        encoder: Encoder,
-        encoder_type: str,
+        encoder: EncoderRecord,
+        dim: int,
         dtype: str,
         source: dict[str, Any] | None,
     ) -> KnowledgeBase:
@@ -136,9 +137,9 @@ class StagedPassages:
         KBManifest(
             ragloom_version=ragloom_version(),
             count=self.count,
-            dim=encoder.dim,
+            dim=dim,
             embeddings_dtype="float16" if dtype == "float16" else "float32",
-            encoder=EncoderRecord(type=encoder_type, fingerprint=encoder.fingerprint),
+            encoder=encoder,
             passages_sha256=self.checksum,
             source=source or {},
         ).write(self.directory)

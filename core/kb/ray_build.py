@@ -28,7 +28,7 @@ from ..distributed import connect
 from .build import resumable_progress, stage_passages
 from .documents import Document
 from .knowledge_base import KnowledgeBase
-from .manifest import MANIFEST_FILE
+from .manifest import MANIFEST_FILE, EncoderRecord
 from .passages import PASSAGES_FILE, ArrowPassageStore
 
 if TYPE_CHECKING:
@@ -135,7 +135,8 @@ def build_knowledge_base_on_ray(
             staged.record(plan, chunks_done=sorted(done))
             bar.update(stop - start)
     del embeddings
-    return staged.publish(out, encoder, encoder_type, dtype, {**(source or {}), "ray": True})
+    record = EncoderRecord(type=encoder_type, fingerprint=encoder.fingerprint)
+    return staged.publish(out, record, encoder.dim, dtype, {**(source or {}), "ray": True})
 
 
 def build_shard_index(kb: str, declared: Declared, number: int, count: int) -> str:
