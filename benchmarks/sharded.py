@@ -1,15 +1,18 @@
 """Sharded search on a local Ray cluster against one in-process index, side by side.
 
-A knowledge base of seeded random unit vectors (default 1M of dim 768, 3 GB) is searched with
-``faiss-exact``: by one index in this process, and by the ``ray-sharded`` retriever's search with
-1, 2 and 4 shards (one actor each). Printed per configuration: recall@10 against the in-process
-exact search, queries per second at batch 1 and batch 64 (best of three rounds), and the fan-out
-cost: the sharded time per batch minus the slowest shard's own search time for the same batch.
+Two knowledge bases of seeded random unit vectors of dim 768 are searched with ``faiss-exact``,
+by one index in this process and by the ``ray-sharded`` retriever's search with 1, 2 and 4 shards
+(one actor each, the machine's two CPUs split between them):
+
+- 10k vectors, where a search costs almost nothing: the fan-out overhead, the milliseconds a call
+  takes over the in-process search (sending the batch, the actors' calls, the merge);
+- 1M vectors (3 GB): recall@10 against the in-process search, and queries per second at batch 1
+  and batch 64 (best of three rounds).
 
     python benchmarks/sharded.py [--vectors 1000000] [--shards 1,2,4] [--out DIR]
 
-On one machine shards share its cores, so sharding cannot add speed here; what the table measures
-is what the fan-out and merge cost, which docs/scale.md adds to the latency model of a cluster.
+On one machine the shards share its cores: sharding spreads one query's work over them, and costs
+the overhead; over machines it also spreads memory (docs/scale.md).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from ragloom.testing import unit_vectors
 from ragloom.testing.random_kb import random_knowledge_base
 
 K = 10
+CPUS = 2
+DECLARED = Declared("faiss-exact", FaissExactIndex, FaissExactIndex.Params())
 
 
 def best_seconds(search: object, queries: np.ndarray, batch: int, rounds: int = 3) -> float:
@@ -43,23 +48,57 @@ def best_seconds(search: object, queries: np.ndarray, batch: int, rounds: int = 
     return best
 
 
-def shard_seconds(sharded: ShardedSearch, queries: np.ndarray, batch: int) -> float:
-    """The slowest shard's own search time per query (inside its actor, no fan-out)."""
-    import ray
+def knowledge_base(root: Path, vectors: int, dim: int) -> KnowledgeBase:
+    directory = root / f"random-{vectors}-{dim}"
+    if directory.exists():
+        return KnowledgeBase.open(directory)
+    return random_knowledge_base(directory, vectors, dim)
 
-    def timed(server: object, block: np.ndarray) -> float:
-        started = time.perf_counter()
-        server.search(block, K)  # type: ignore[attr-defined]
-        return time.perf_counter() - started
 
-    per_shard = []
-    for actor in sharded.actors:
-        total = 0.0
-        for start in range(0, len(queries), batch):
-            block = queries[start : start + batch]
-            total += ray.get(actor.__ray_call__.remote(timed, block))
-        per_shard.append(total / len(queries))
-    return max(per_shard)
+def start_shards(kb: KnowledgeBase, count: int) -> ShardedSearch:
+    params = RayShardedRetriever.Params(kb=str(kb.directory), shards=count, actor_cpus=CPUS / count)
+    return ShardedSearch.start(kb, DECLARED, params)
+
+
+def label(count: int) -> str:
+    return f"ray-sharded, {count} shard{'s' if count > 1 else ''}"
+
+
+def overhead(kb: KnowledgeBase, shard_counts: list[int], queries: np.ndarray) -> list[list[str]]:
+    """Milliseconds per call, and over the in-process search, at batch 1 and 64."""
+    single = kb.load_index(DECLARED)
+    base = {batch: best_seconds(single, queries, batch, 5) * batch for batch in (1, 64)}
+    rows = [["search", "ms/call @1", "overhead ms @1", "ms/call @64", "overhead ms @64"]]
+    rows.append(
+        ["one index, in process", f"{base[1] * 1e3:.2f}", "-", f"{base[64] * 1e3:.2f}", "-"]
+    )
+    for count in shard_counts:
+        sharded = start_shards(kb, count)
+        row = [label(count)]
+        for batch in (1, 64):
+            call = best_seconds(sharded, queries, batch, 5) * batch
+            row += [f"{call * 1e3:.2f}", f"{(call - base[batch]) * 1e3:.2f}"]
+        rows.append(row)
+        sharded.close()
+    return rows
+
+
+def throughput(kb: KnowledgeBase, shard_counts: list[int], queries: np.ndarray) -> list[list[str]]:
+    """Recall@10 and queries per second: one index, then each shard count."""
+    single = kb.load_index(DECLARED)
+    _, truth = single.search(queries, K)
+    rows = [["search", "recall@10", "q/s @1", "q/s @64"]]
+    one, many = best_seconds(single, queries[:32], 1), best_seconds(single, queries, 64)
+    rows.append(["one index, in process", "1.000", f"{1 / one:.1f}", f"{1 / many:.1f}"])
+    del single
+    for count in shard_counts:
+        sharded = start_shards(kb, count)
+        _, found = sharded.search(queries, K)
+        recall = np.mean([len(set(a) & set(b)) / K for a, b in zip(found, truth, strict=True)])
+        one, many = best_seconds(sharded, queries[:32], 1), best_seconds(sharded, queries, 64)
+        rows.append([label(count), f"{recall:.3f}", f"{1 / one:.1f}", f"{1 / many:.1f}"])
+        sharded.close()
+    return rows
 
 
 def main() -> None:
@@ -68,61 +107,22 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=768)
     parser.add_argument("--shards", default="1,2,4")
     parser.add_argument("--queries", type=int, default=256, help="queries at batch 64")
-    parser.add_argument("--out", help="where to keep the KB (default: a temporary directory)")
+    parser.add_argument("--out", help="where to keep the KBs (default: a temporary directory)")
     args = parser.parse_args()
 
     import ray
 
-    ray.init(include_dashboard=False)
+    ray.init(include_dashboard=False, num_cpus=CPUS)
+    shard_counts = [int(n) for n in args.shards.split(",")]
+    queries = unit_vectors(args.queries, args.dim, seed=777)
     with tempfile.TemporaryDirectory(prefix="ragloom-sharded-") as temporary:
         root = Path(args.out or temporary)
-        kb_dir = root / f"random-{args.vectors}"
-        started = time.perf_counter()
-        kb = (
-            KnowledgeBase.open(kb_dir)
-            if kb_dir.exists()
-            else random_knowledge_base(kb_dir, args.vectors, args.dim)
-        )
-        print(f"KB: {len(kb)} vectors of dim {kb.dim} ({time.perf_counter() - started:.0f} s)")
-        declared = Declared("faiss-exact", FaissExactIndex, FaissExactIndex.Params())
-        queries = unit_vectors(args.queries, kb.dim, seed=777)
-        single = kb.load_index(declared)
-        _, truth = single.search(queries, K)
-        rows = [["search", "recall@10", "q/s @1", "q/s @64", "fan-out ms @1", "fan-out ms @64"]]
-        rows.append(
-            [
-                "one index, in process",
-                "1.000",
-                f"{1 / best_seconds(single, queries[:32], 1):.1f}",
-                f"{1 / best_seconds(single, queries, 64):.1f}",
-                "-",
-                "-",
-            ]
-        )
-        del single
-        for count in [int(n) for n in args.shards.split(",")]:
-            params = RayShardedRetriever.Params(
-                kb=str(kb_dir), shards=count, actor_cpus=2 / count
-            )
-            sharded = ShardedSearch.start(kb, declared, params)
-            _, found = sharded.search(queries, K)
-            recall = np.mean([len(set(a) & set(b)) / K for a, b in zip(found, truth, strict=True)])
-            one = best_seconds(sharded, queries[:32], 1)
-            many = best_seconds(sharded, queries, 64)
-            fan_one = one - shard_seconds(sharded, queries[:32], 1)
-            fan_many = (many - shard_seconds(sharded, queries, 64)) * 64
-            rows.append(
-                [
-                    f"ray-sharded, {count} shard{'s' if count > 1 else ''}",
-                    f"{recall:.3f}",
-                    f"{1 / one:.1f}",
-                    f"{1 / many:.1f}",
-                    f"{fan_one * 1000:.1f}",
-                    f"{fan_many * 1000:.1f}",
-                ]
-            )
-            sharded.close()
-        print("\n".join(table_lines(rows)))
+        small = knowledge_base(root, 10_000, args.dim)
+        print(f"fan-out overhead, {len(small):,} vectors:")
+        print("\n".join(table_lines(overhead(small, shard_counts, queries))))
+        large = knowledge_base(root, args.vectors, args.dim)
+        print(f"\nthroughput, {len(large):,} vectors:")
+        print("\n".join(table_lines(throughput(large, shard_counts, queries))))
     ray.shutdown()
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,21 @@ collect_ignore = ["plugin_pkg"]
 
 TESTS = Path(__file__).parent
 REPO = TESTS.parent
+
+
+def kill_midway(command: Sequence[str], progress: Callable[[], int], at_least: int) -> int:
+    """Run ``command``, SIGKILL it once ``progress()`` reaches ``at_least``, and return the
+    progress it had when it died (the run must not have finished by then)."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while progress() < at_least and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_at = progress()
+    assert killed_at >= at_least
+    return killed_at
 
 
 def pip_install_target(source: Path, target: Path, build: Path) -> None:

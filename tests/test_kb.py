@@ -232,3 +232,15 @@ def test_a_question_longer_than_the_encoder_limit_is_truncated(
     long_question = " ".join(["paris"] * 2000)
     retrieved = pipeline.retrieve([long_question, "paris"])
     assert retrieved.ids.shape == (2, 4)
+
+
+def test_a_random_knowledge_base_holds_seeded_unit_vectors(tmp_path: Path) -> None:
+    from ragloom.testing.random_kb import random_knowledge_base
+
+    kb = random_knowledge_base(tmp_path / "kb", 70_000, dim=8, seed=3)
+    vectors = np.asarray(kb.embeddings)
+    assert vectors.shape == (70_000, 8)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    assert kb.passages.get([69_999])[0].text == "passage 69999"
+    again = random_knowledge_base(tmp_path / "again", 70_000, dim=8, seed=3)
+    assert np.array_equal(np.asarray(again.embeddings), vectors)

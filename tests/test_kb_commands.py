@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import kill_midway
 from ragloom.cli import main
 from ragloom.kb import KnowledgeBase
 from ragloom.testing.tiny_models import bert_dir, corpus
@@ -187,17 +186,7 @@ def test_a_killed_build_keeps_the_old_kb_and_resumes(workspace: Path, tmp_path: 
     write_documents(small, 20)
     write_documents(large, 4000, seed=8)
     subprocess.run(build_command(workspace, small, out), check=True, capture_output=True)
-    process = subprocess.Popen(
-        build_command(workspace, large, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 120
-    while staging_progress(out) < 20 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert process.poll() is None, "the build ended before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    killed_at = staging_progress(out)
-    assert killed_at >= 20
+    killed_at = kill_midway(build_command(workspace, large, out), lambda: staging_progress(out), 20)
     assert len(KnowledgeBase.open(out)) == 20, "the previous KB still loads"
 
     resumed = subprocess.run(build_command(workspace, large, out), capture_output=True, text=True)

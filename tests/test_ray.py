@@ -4,18 +4,16 @@ dead shard actors, and a clear error when a shard is gone for good."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import kill_midway
 from ragloom import Pipeline
 from ragloom.kb import KnowledgeBase, build_knowledge_base
 from ragloom.kb.documents import Document
@@ -208,15 +206,8 @@ def test_a_killed_ray_build_resumes_and_builds_every_shard(workspace: Path, tmp_
         "--batch-size",
         "10",
     ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 180
-    while chunks_done(out) < 5 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert process.poll() is None, "the build ended before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    killed_at = chunks_done(out)
-    assert 5 <= killed_at < 150
+    killed_at = kill_midway(command, lambda: chunks_done(out), 5)
+    assert killed_at < 150
     resumed = subprocess.run(command, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert f"{killed_at} of 150 chunks already encoded" in resumed.stderr

@@ -4,17 +4,15 @@ same end, and the best checkpoint loads in ragloom and in transformers."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
+from conftest import kill_midway
 from ragloom import Pipeline, SpecError
 from ragloom.errors import RagloomError
 from ragloom.kb.build import build_knowledge_base
@@ -212,20 +210,9 @@ def saved_step(out: Path) -> int:
 def test_a_killed_run_resumes_to_the_same_end(workspace: Workspace, tmp_path: Path) -> None:
     spec = workspace.spec(max_steps=160, save_every=4, epochs=200)
     out, fresh = tmp_path / "run", tmp_path / "fresh"
-    process = subprocess.Popen(
-        train_command(spec, workspace.data, out),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 120
-    while saved_step(out) < 8 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert process.poll() is None, "training ended before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    killed_at = saved_step(out)
-    assert 8 <= killed_at < 160
     command = train_command(spec, workspace.data, out)
+    killed_at = kill_midway(command, lambda: saved_step(out), 8)
+    assert killed_at < 160
     resumed = subprocess.run(command, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming at step {killed_at} of 160" in resumed.stderr
