@@ -23,6 +23,11 @@ TESTS = Path(__file__).parent
 REPO = TESTS.parent
 
 
+def ragloom_command(*args: object) -> list[str]:
+    """The command line that runs ``ragloom ARGS...`` with this interpreter."""
+    return [sys.executable, "-m", "ragloom.cli", *(str(arg) for arg in args)]
+
+
 def kill_midway(command: Sequence[str], progress: Callable[[], int], at_least: int) -> int:
     """Run ``command``, SIGKILL it once ``progress()`` reaches ``at_least``, and return the
     progress it had when it died (the run must not have finished by then)."""

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, ragloom_command
 
 pytest.importorskip("gensim")
 pytest.importorskip("gguf")
@@ -24,9 +23,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def ragloom(cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "RAGLOOM_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "ragloom.cli", *args], capture_output=True, text=True, env=env
-    )
+    return subprocess.run(ragloom_command(*args), capture_output=True, text=True, env=env)
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import kill_midway
+from conftest import kill_midway, ragloom_command
 from ragloom.cli import main
 from ragloom.kb import KnowledgeBase
 from ragloom.testing.tiny_models import bert_dir, corpus
@@ -162,22 +162,9 @@ def staging_progress(out: Path) -> int:
 
 
 def build_command(workspace: Path, documents: Path, out: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "ragloom.cli",
-        "kb",
-        "build",
-        str(documents),
-        "--spec",
-        str(workspace / "spec.toml"),
-        "--out",
-        str(out),
-        "--batch-size",
-        "4",
-        "--flush-seconds",
-        "0",
-    ]
+    spec = workspace / "spec.toml"
+    options = ("--batch-size", 4, "--flush-seconds", 0)
+    return ragloom_command("kb", "build", documents, "--spec", spec, "--out", out, *options)
 
 
 def test_a_killed_build_keeps_the_old_kb_and_resumes(workspace: Path, tmp_path: Path) -> None:

@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import kill_midway
+from conftest import kill_midway, ragloom_command
 from ragloom import Pipeline
 from ragloom.kb import KnowledgeBase, build_knowledge_base
 from ragloom.kb.documents import Document
@@ -183,29 +182,11 @@ def test_a_killed_ray_build_resumes_and_builds_every_shard(workspace: Path, tmp_
     encoded, the KB equals a local build, and one index per shard is built."""
     documents = write_documents(tmp_path / "docs.jsonl", 1500)
     out = tmp_path / "kb"
-    command = [
-        sys.executable,
-        "-m",
-        "ragloom.cli",
-        "index",
-        "build",
-        str(out),
-        "--type",
-        "faiss-exact",
-        "--shards",
-        "3",
-        "--ray",
-        "--num-cpus",
-        "1",
-        "--input",
-        str(documents),
-        "--spec",
-        str(spec(workspace, "dense")),
-        "--chunk-size",
-        "10",
-        "--batch-size",
-        "10",
-    ]
+    command = ragloom_command(
+        *("index", "build", out, "--type", "faiss-exact", "--shards", 3, "--ray"),
+        *("--num-cpus", 1, "--input", documents, "--spec", spec(workspace, "dense")),
+        *("--chunk-size", 10, "--batch-size", 10),
+    )
     killed_at = kill_midway(command, lambda: chunks_done(out), 5)
     assert killed_at < 150
     resumed = subprocess.run(command, capture_output=True, text=True)

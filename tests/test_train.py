@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from conftest import kill_midway
+from conftest import kill_midway, ragloom_command
 from ragloom import Pipeline, SpecError
 from ragloom.errors import RagloomError
 from ragloom.kb.build import build_knowledge_base
@@ -187,17 +186,7 @@ def test_gradient_checkpointing_gives_the_same_training(
 
 
 def train_command(spec: Path, data: Path, out: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "ragloom.cli",
-        "train",
-        str(spec),
-        "--data",
-        str(data),
-        "--out",
-        str(out),
-    ]
+    return ragloom_command("train", spec, "--data", data, "--out", out)
 
 
 def saved_step(out: Path) -> int:
