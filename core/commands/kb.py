@@ -119,7 +119,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     indexes = kb.index_manifests()
     print(f"indexes ({len(indexes)})")
     built = [
-        (path.name, f"{manifest.count} vectors", f"built in {manifest.build_seconds:.1f} s")
+        (
+            str(path.relative_to(kb.directory / "indexes")),
+            f"{manifest.count} vectors"
+            + (f", rows {manifest.rows[0]}..{manifest.rows[1] - 1}" if manifest.rows else ""),
+            f"built in {manifest.build_seconds:.1f} s",
+        )
         for path, manifest in indexes
     ]
     print("\n".join(table_lines(built, indent="  ")))

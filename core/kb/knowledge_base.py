@@ -144,13 +144,17 @@ class KnowledgeBase:
         return Shard.split(len(self), count)
 
     def index_manifests(self) -> list[tuple[Path, IndexManifest]]:
-        """Every built index with its manifest."""
+        """Every built index with its manifest, whole-KB indexes first, then shard indexes."""
         root = self.directory / INDEXES_DIR
-        found = []
-        for path in sorted(root.iterdir()) if root.is_dir() else []:
-            if path.is_dir() and not path.name.startswith(".") and (path / MANIFEST_FILE).exists():
-                found.append((path, IndexManifest.read(path, "ragloom index")))
-        return found
+        manifests = [
+            *sorted(root.glob(f"*/{MANIFEST_FILE}")),
+            *sorted(root.glob(f"*.shards-*/shard-*/{MANIFEST_FILE}")),
+        ]
+        return [
+            (path.parent, IndexManifest.read(path.parent, "ragloom index"))
+            for path in manifests
+            if not any(part.startswith(".") for part in path.relative_to(root).parts)
+        ]
 
     def load_index(
         self,
