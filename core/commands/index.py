@@ -41,6 +41,10 @@ def declared_index(
 def cmd_build(args: argparse.Namespace) -> int:
     from ..kb import KnowledgeBase
 
+    if args.ray and not (args.shards or args.input):
+        raise SpecError(
+            "--ray", ["runs shard builds (--shards N) and encoding (--input); give one of them."]
+        )
     if args.input:
         if not args.spec:
             raise SpecError("--input", ["encoding documents needs --spec (its [encoder])."])
