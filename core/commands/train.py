@@ -16,7 +16,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     spec = spec_from_args(args.spec, args.set)
     result = train(spec, Path(args.data), Path(args.out), Path(args.dev) if args.dev else None)
-    print(f"trained {result.steps} steps; last step's loss {result.loss:.4f}")
+    loss = "-" if result.loss is None else f"{result.loss:.4f}"
+    print(f"trained {result.steps} steps; last step's loss {loss}")
     if result.best is not None:
         print(f"best dev {spec.train.best_metric} {result.best:.4f} at step {result.best_step}")
     print(f"checkpoint: {result.best_directory}")

@@ -25,11 +25,12 @@ class TrainingStateError(RagloomError):
 @dataclass
 class Progress:
     """Where training stands: optimizer ``step``s done, the ``epoch`` and the ``batch``es of it
-    done, the best dev score so far and at which step. ``run`` identifies the spec and data the
-    state belongs to."""
+    done, the last step's loss, the best dev score so far and at which step. ``run`` identifies
+    the spec and data the state belongs to."""
 
     run: str
     step: int = 0
+    loss: float | None = None
     epoch: int = 0
     batch: int = 0
     best: float | None = None

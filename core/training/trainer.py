@@ -12,6 +12,7 @@ step's weights.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -51,7 +52,7 @@ class TrainResult:
     score (``best_metric``) and its step (None without a dev file), where ``best`` is."""
 
     steps: int
-    loss: float
+    loss: float | None
     best: float | None
     best_step: int | None
     best_directory: Path
@@ -178,8 +179,8 @@ class _Trainer:
         if self.settings.gradient_checkpointing and "generator" in self.trained:
             _enable_checkpointing(self.models["generator"])
         self.optimizer = self._optimizer()
-        self.batches_per_epoch = math.ceil(len(items) / self.settings.batch_size)
-        steps_per_epoch = math.ceil(self.batches_per_epoch / self.settings.gradient_accumulation)
+        batches_per_epoch = math.ceil(len(items) / self.settings.batch_size)
+        steps_per_epoch = math.ceil(batches_per_epoch / self.settings.gradient_accumulation)
         self.total_steps = self.settings.epochs * steps_per_epoch
         if self.settings.max_steps is not None:
             self.total_steps = min(self.total_steps, self.settings.max_steps)
@@ -224,7 +225,6 @@ class _Trainer:
             log.warning("%s: resuming at step %d of %d", self.out, progress.step, self.total_steps)
         self._history = _History(self.out / "history.jsonl", progress.step)
         self._train_mode()
-        loss = math.nan
         with (
             self._history,
             tqdm(total=self.total_steps, initial=progress.step, unit="step", desc="train") as bar,
@@ -234,12 +234,12 @@ class _Trainer:
                 group = batches[
                     progress.batch : progress.batch + self.settings.gradient_accumulation
                 ]
-                loss = self._optimizer_step(group)
+                progress.loss = self._optimizer_step(group)
                 progress.step += 1
                 progress.batch += len(group)
                 rate = self.scheduler.get_last_lr()[0]
-                self._history.write({"step": progress.step, "loss": loss, "lr": rate})
-                bar.set_postfix(loss=f"{loss:.4f}")
+                self._history.write({"step": progress.step, "loss": progress.loss, "lr": rate})
+                bar.set_postfix(loss=f"{progress.loss:.4f}")
                 bar.update()
                 epoch_ended = progress.batch >= len(batches)
                 if epoch_ended:
@@ -251,13 +251,15 @@ class _Trainer:
         if not self.dev_items:
             self._export()
         return TrainResult(
-            progress.step, loss, progress.best, progress.best_step, self.out / "best"
+            progress.step, progress.loss, progress.best, progress.best_step, self.out / "best"
         )
 
     def _finished(self, progress: Progress) -> bool:
         return progress.step >= self.total_steps
 
+    @functools.lru_cache(maxsize=1)  # noqa: B019 (one trainer per run)
     def _epoch_batches(self, epoch: int) -> list[list[int]]:
+        """The epoch's seeded order of questions, cut into batches."""
         order = torch.randperm(
             len(self.items), generator=torch.Generator().manual_seed(self.settings.seed + epoch)
         ).tolist()
