@@ -215,6 +215,14 @@ def test_a_killed_run_resumes_to_the_same_end(workspace: Workspace, tmp_path: Pa
         torch.testing.assert_close(x, y, msg=name)
 
 
+def test_rerunning_a_finished_run_changes_nothing(workspace: Workspace, tmp_path: Path) -> None:
+    first = workspace.train(tmp_path, max_steps=2)
+    weights = (first.best_directory / "model.safetensors").read_bytes()
+    again = workspace.train(tmp_path, max_steps=2)
+    assert (again.steps, again.loss) == (first.steps, first.loss)
+    assert (again.best_directory / "model.safetensors").read_bytes() == weights
+
+
 def test_a_state_from_another_run_is_refused(workspace: Workspace, tmp_path: Path) -> None:
     workspace.train(tmp_path, max_steps=2)
     with pytest.raises(TrainingStateError, match="another spec or data file"):
