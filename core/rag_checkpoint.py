@@ -128,7 +128,7 @@ def write_rag_checkpoint(
         question_encoder.config,
         generator.config,
         n_docs=n_docs,
-        retrieval_vector_size=_vector_size(question_encoder.config),
+        retrieval_vector_size=vector_size(question_encoder.config),
     )
     rag = RagTokenForGeneration(config, question_encoder=question_encoder, generator=generator)
     rag.save_pretrained(directory)
@@ -136,7 +136,9 @@ def write_rag_checkpoint(
     generator_tokenizer.save_pretrained(directory / "generator_tokenizer")
 
 
-def _vector_size(config: Any) -> int:
+def vector_size(config: Any) -> int:
+    """The width of an encoder's output vectors: its projection if it has one (DPR), else its
+    hidden size."""
     return int(getattr(config, "projection_dim", 0) or config.hidden_size)
 
 

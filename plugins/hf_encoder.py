@@ -28,7 +28,12 @@ from ragloom.context import BuildContext
 from ragloom.digest import file_sha256
 from ragloom.errors import RagloomError
 from ragloom.protocols import TrainableModel
-from ragloom.rag_checkpoint import checkpoint_weights, is_rag_checkpoint, load_rag_part
+from ragloom.rag_checkpoint import (
+    checkpoint_weights,
+    is_rag_checkpoint,
+    load_rag_part,
+    vector_size,
+)
 from ragloom.spec import SpecPath
 
 log = logging.getLogger(__name__)
@@ -98,9 +103,7 @@ class Tower:
 
     @property
     def dim(self) -> int:
-        config = self.model.config
-        projection = getattr(config, "projection_dim", 0) or 0
-        return int(projection or config.hidden_size)
+        return vector_size(self.model.config)
 
     def encode(self, first: Sequence[str], second: Sequence[str] | None = None) -> torch.Tensor:
         batch = self.tokenizer(
@@ -152,7 +155,14 @@ class HFEncoder:
         batch_size: int = Field(default=32, ge=1, description="texts per forward pass")
         device: str = Field(default="cpu", description='"cpu", "cuda", "cuda:1", ...')
 
-    def __init__(self, params: Params, query_tower: Tower, passage_tower: Tower, fingerprint: str):
+    def __init__(
+        self,
+        params: Params,
+        query_tower: Tower,
+        passage_tower: Tower,
+        fingerprint: str,
+        passage_directory: Path,
+    ) -> None:
         if query_tower.dim != passage_tower.dim:
             raise ModelDirectoryError(
                 f"[encoder] the question tower (dim {query_tower.dim}) and the passage tower "
@@ -163,7 +173,7 @@ class HFEncoder:
         self.passage_tower = passage_tower
         self.dim = query_tower.dim
         self.fingerprint = fingerprint
-        self.passage_directory: Path | None = None
+        self.passage_directory = passage_directory  # where the passage tower was loaded from
 
     @classmethod
     def from_spec(cls, params: Any, context: BuildContext, **children: Any) -> HFEncoder:
@@ -172,9 +182,10 @@ class HFEncoder:
 
         query = tower(cls._question_tower_directory(params, context))
         passage = tower(context.resolve_path(params.passage_path)) if params.passage_path else query
-        encoder = cls(params, query, passage, cls.fingerprint_from_spec(params, context))
-        encoder.passage_directory = cls.passage_tower_directory(params, context)
-        return encoder
+        fingerprint = cls.fingerprint_from_spec(params, context)
+        return cls(
+            params, query, passage, fingerprint, cls.passage_tower_directory(params, context)
+        )
 
     @staticmethod
     def _question_tower_directory(params: Any, context: BuildContext) -> Path:

@@ -48,7 +48,6 @@ class ShardServer:
     ) -> None:
         knowledge_base = KnowledgeBase.open(Path(kb))
         self.index = knowledge_base.load_index(declared, build, allow_mismatch, shard)
-        self.shard = shard
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         scores, ids = self.index.search(queries, k)
@@ -78,7 +77,6 @@ class ShardedSearch:
         self.actors = actors
         self.shards = shards
         self.timeout = timeout
-        self.ntotal = sum(len(shard) for shard in shards)
 
     @classmethod
     def start(cls, kb: KnowledgeBase, declared: Declared, params: Any) -> ShardedSearch:

@@ -60,9 +60,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
         build_shard_indexes_on_ray(kb, declared, args.shards, args.address, args.num_cpus)
     else:
-        for shard in kb.shards(args.shards):
-            if not kb.index_path(declared, shard).exists():
-                kb.build_index(declared, shard=shard)
+        for shard in kb.unbuilt_shards(declared, args.shards):
+            kb.build_index(declared, shard=shard)
     parent = kb.index_path(declared, kb.shards(args.shards)[0]).parent
     print(f"built {parent} ({args.shards} shards, {len(kb)} vectors)")
     return 0

@@ -7,16 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RagloomError
+from ..spec import Spec
 from ..spec.problems import toml_value
 from .common import add_set_option, spec_from_args, table_lines
 
 
-def _encoder(spec_path: str, assignments: list[str]) -> tuple[Any, str]:
+def _encoder(spec: Spec) -> tuple[Any, str]:
     from ..pipeline import Pipeline
 
-    pipeline = Pipeline.from_spec(spec_from_args(spec_path, assignments))
-    encoder = pipeline.encoder
-    return encoder, pipeline.spec.components["encoder"].type
+    return Pipeline.from_spec(spec).encoder, spec.components["encoder"].type
 
 
 def build_from_args(args: argparse.Namespace, out: Path) -> Any:
@@ -26,7 +25,7 @@ def build_from_args(args: argparse.Namespace, out: Path) -> Any:
     from ..kb.documents import passages
 
     spec = spec_from_args(args.spec, args.set)
-    encoder, encoder_type = _encoder(args.spec, args.set)
+    encoder, encoder_type = _encoder(spec)
     documents = passages(read_documents(Path(args.input), args.format), args.split_words)
     options: dict[str, Any] = {
         "encoder_type": encoder_type,
@@ -136,7 +135,7 @@ def cmd_import_hf(args: argparse.Namespace) -> int:
 
     encoder, encoder_type = (None, "unverified")
     if args.spec:
-        encoder, encoder_type = _encoder(args.spec, args.set)
+        encoder, encoder_type = _encoder(spec_from_args(args.spec, args.set))
     kb = import_hf(
         Path(args.passages),
         Path(args.out),

@@ -143,6 +143,14 @@ class KnowledgeBase:
         """The KB's rows in ``count`` contiguous shards."""
         return Shard.split(len(self), count)
 
+    def unbuilt_shards(self, declared: Declared, count: int) -> list[Shard]:
+        """The shards of ``count`` whose index of ``declared`` is not built yet."""
+        return [
+            shard
+            for shard in self.shards(count)
+            if not (self.index_path(declared, shard) / MANIFEST_FILE).exists()
+        ]
+
     def index_manifests(self) -> list[tuple[Path, IndexManifest]]:
         """Every built index with its manifest, whole-KB indexes first, then shard indexes."""
         root = self.directory / INDEXES_DIR

@@ -28,7 +28,7 @@ from ..distributed import connect
 from .build import resumable_progress, stage_passages
 from .documents import Document
 from .knowledge_base import KnowledgeBase
-from .manifest import MANIFEST_FILE, EncoderRecord
+from .manifest import EncoderRecord
 from .passages import PASSAGES_FILE, ArrowPassageStore
 
 if TYPE_CHECKING:
@@ -139,13 +139,10 @@ def build_knowledge_base_on_ray(
     return staged.publish(out, record, encoder.dim, dtype, {**(source or {}), "ray": True})
 
 
-def build_shard_index(kb: str, declared: Declared, number: int, count: int) -> str:
-    """Build shard ``number`` of ``count``'s index in the KB at ``kb``; its directory. Runs in a
-    Ray worker."""
+def build_shard_index(kb: str, declared: Declared, number: int, count: int) -> None:
+    """Build shard ``number`` of ``count``'s index in the KB at ``kb``. Runs in a Ray worker."""
     knowledge_base = KnowledgeBase.open(Path(kb))
-    shard = knowledge_base.shards(count)[number]
-    knowledge_base.build_index(declared, progress=False, shard=shard)
-    return str(knowledge_base.index_path(declared, shard))
+    knowledge_base.build_index(declared, progress=False, shard=knowledge_base.shards(count)[number])
 
 
 def build_shard_indexes_on_ray(
@@ -154,17 +151,15 @@ def build_shard_indexes_on_ray(
     shards: int,
     address: str = "local",
     num_cpus: int | None = None,
-) -> list[Path]:
+) -> None:
     """Every shard's index of ``declared``, built in parallel Ray tasks; shards already built
-    are kept. Returns the shard index directories in shard order."""
+    are kept."""
     import ray
 
-    paths = [kb.index_path(declared, shard) for shard in kb.shards(shards)]
-    missing = [n for n, path in enumerate(paths) if not (path / MANIFEST_FILE).exists()]
+    missing = kb.unbuilt_shards(declared, shards)
     if len(missing) < shards:
         log.info("%d of %d shard indexes already built", shards - len(missing), shards)
     if missing:
         connect(address, num_cpus)
         task = ray.remote(build_shard_index).options(num_cpus=1)
-        ray.get([task.remote(str(kb.directory), declared, n, shards) for n in missing])
-    return paths
+        ray.get([task.remote(str(kb.directory), declared, s.number, shards) for s in missing])

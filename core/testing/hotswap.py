@@ -195,25 +195,28 @@ def run_hotswap(root: Path, settings: HotswapSettings | None = None) -> HotswapR
     first = Pipeline.from_spec(trained_spec)
     accuracy: dict[str, dict[str, dict[str, float]]] = {}
     retrieval: dict[str, dict[str, float]] = {}
+    pipelines = {
+        index: Pipeline.from_spec(trained_spec, {"retriever.kb": str(root / f"kb-{index}")}).share(
+            first, "encoder", "generator", "marginalizer"
+        )
+        for index in EDITIONS
+    }
     evaluated = {split: entities[: settings.evaluated] for split, entities in splits.items()}
     for split, entities in evaluated.items():
         accuracy[split], retrieval[split] = {}, {}
-        for index in EDITIONS:
-            pipeline = Pipeline.from_spec(trained_spec, {"retriever.kb": str(root / f"kb-{index}")})
-            pipeline.share(first, "encoder", "generator", "marginalizer")
-            questions = world.questions(index, entities)
-            top = pipeline.retrieve([row["question"] for row in questions], k=1).passages
+        questions = {edition: world.questions(edition, entities) for edition in EDITIONS}
+        for index, pipeline in pipelines.items():
+            asked = [row["question"] for row in questions[index]]
+            top = pipeline.retrieve(asked, k=1).passages
             retrieval[split][index] = sum(
                 has_answer(passages[0].text, row["answers"])
-                for passages, row in zip(top, questions, strict=True)
-            ) / len(questions)
-            predictions = _answers(pipeline, questions)
+                for passages, row in zip(top, questions[index], strict=True)
+            ) / len(asked)
+            predictions = _answers(pipeline, questions[index])
             accuracy[split][index] = {
                 edition: sum(
                     exact_match(prediction, row["answers"])
-                    for prediction, row in zip(
-                        predictions, world.questions(edition, entities), strict=True
-                    )
+                    for prediction, row in zip(predictions, questions[edition], strict=True)
                 )
                 / len(predictions)
                 for edition in EDITIONS
