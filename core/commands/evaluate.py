@@ -11,6 +11,7 @@ from typing import Any
 
 from ..spec.overrides import CliText
 from .common import add_set_option, spec_from_args, table_lines
+from .options import at_least_one, cutoffs
 
 SHARED_TABLES = ("encoder", "generator", "marginalizer")
 
@@ -32,8 +33,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..evaluation import evaluate, read_qa, summary_row
     from ..pipeline import Pipeline
 
+    at_least_one("--limit", args.limit)
+    ks = cutoffs("-k", args.k)
     items = read_qa(Path(args.data))[: args.limit]
-    ks = sorted({int(k) for k in args.k.split(",")})
     out = Path(args.out or f"runs/eval-{time.strftime('%Y%m%d-%H%M%S')}")
     base = Pipeline.from_spec(spec_from_args(args.spec, args.set))
     rows: list[list[Any]] = [["VARIANT", "EM", "F1", *[f"R@{k}" for k in ks], "p50 s", "p90 s"]]

@@ -13,6 +13,7 @@ from ..plugin_manager import get_registry
 from ..spec import load_spec
 from .common import overrides, table_lines
 from .kb import add_encoding_options, build_from_args
+from .options import at_least_one
 
 
 def declared_index(
@@ -41,6 +42,7 @@ def declared_index(
 def cmd_build(args: argparse.Namespace) -> int:
     from ..kb import KnowledgeBase
 
+    at_least_one("--shards", args.shards)
     if args.ray and not (args.shards or args.input):
         raise SpecError(
             "--ray", ["runs shard builds (--shards N) and encoding (--input); give one of them."]
@@ -68,18 +70,18 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from ..kb import KnowledgeBase
-    from ..kb.compare import default_queries, exact_neighbours, measure, plot
+    from ..kb.compare import default_queries, exact_neighbours, load_queries, measure, plot
 
+    at_least_one("-k", args.k)
+    at_least_one("--num-queries", args.num_queries)
     kb = KnowledgeBase.open(Path(args.kb))
     types = [name.strip() for name in args.types.split(",") if name.strip()]
     if not types:
         raise SpecError("--types", ["name at least one index type, e.g. faiss-exact,hnsw."])
     declared = [declared_index(args.kb, name, args.param, only_known=True) for name in types]
     if args.queries:
-        queries = np.load(args.queries, allow_pickle=False).astype(np.float32)
+        queries = load_queries(Path(args.queries), kb.dim)
     else:
         queries = default_queries(kb, args.num_queries)
     truth = exact_neighbours(kb, queries, args.k)

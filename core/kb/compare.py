@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from .. import atomic
 from ..context import Declared
+from ..errors import RagloomError
 from .knowledge_base import KnowledgeBase
 from .manifest import IndexManifest
 
@@ -17,6 +18,10 @@ if TYPE_CHECKING:
     import numpy as np
 
     from ..protocols import Index
+
+
+class QueryFileError(RagloomError):
+    """A ``--queries`` file that is not a float array of query vectors of the KB's dim."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,29 @@ def default_queries(kb: KnowledgeBase, count: int = 1000, seed: int = 0) -> np.n
     first = kb.vectors(pairs[:, 0])
     second = kb.vectors(pairs[:, 1])
     return np.ascontiguousarray((first + second) / 2, dtype=np.float32)
+
+
+def load_queries(path: Path, dim: int) -> np.ndarray:
+    """The ``float32 [n, dim]`` query vectors saved in the ``.npy`` file at ``path``; anything
+    else (a pickle, another shape or dim, no rows) raises :class:`QueryFileError`."""
+    import numpy as np
+
+    expected = f"Save a float array of shape [n, {dim}] with numpy.save (allow_pickle=False)."
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise QueryFileError(
+            f"--queries {path}: cannot be read as a numpy .npy array ({error}). {expected}"
+        ) from None
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
+        kind = "an .npz archive" if not isinstance(array, np.ndarray) else f"{array.dtype} values"
+        raise QueryFileError(f"--queries {path}: holds {kind}, not numbers. {expected}")
+    if array.ndim != 2 or array.shape[1] != dim or len(array) == 0:
+        raise QueryFileError(
+            f"--queries {path}: holds an array of shape {list(array.shape)}, and the knowledge "
+            f"base's vectors have dim {dim}. {expected}"
+        )
+    return np.ascontiguousarray(array, dtype=np.float32)
 
 
 def exact_neighbours(kb: KnowledgeBase, queries: np.ndarray, k: int) -> np.ndarray:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import ParameterError
+
 
 @dataclass(frozen=True)
 class Shard:
@@ -28,8 +30,13 @@ class Shard:
 
     @classmethod
     def split(cls, rows: int, count: int) -> list[Shard]:
-        """``count`` contiguous shards of near-equal size covering ``rows`` rows."""
+        """``count`` contiguous shards of near-equal size covering ``rows`` rows; a count below
+        1 or above ``rows`` (a shard would be empty) raises :class:`ParameterError`."""
         if not 1 <= count <= max(rows, 1):
-            raise ValueError(f"cannot split {rows} rows into {count} shards")
+            raise ParameterError(
+                f"cannot split a knowledge base of {rows} passages into {count} shards: the "
+                f"shard count must be between 1 and {max(rows, 1)} (every shard holds at least "
+                f"one passage). Ask for fewer shards."
+            )
         bounds = [rows * number // count for number in range(count + 1)]
         return [cls(n, count, bounds[n], bounds[n + 1]) for n in range(count)]
