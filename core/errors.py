@@ -65,3 +65,8 @@ class ParameterError(RagloomError, ValueError):
 
 class MismatchError(RagloomError):
     """A knowledge base or index used with an encoder or passages other than its own."""
+
+
+class QuestionError(RagloomError, TypeError, ValueError):
+    """Questions that are not a list of valid text: one string, a non-string item, or a string
+    with a lone surrogate (a byte that was not UTF-8)."""

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from .context import BuildContext, Declared
-from .errors import MissingComponentError, SpecError
-from .protocols import Answer, Encoder, Generator, Marginalizer, Retrieved, Retriever
+from .errors import MissingComponentError, ParameterError, QuestionError, SpecError
+from .protocols import Answer, Encoder, Generator, Marginalizer, Passage, Retrieved, Retriever
 from .registry import Registry
 from .spec import ComponentSpec, GenerationSettings, Spec, load_spec
 from .spec.problems import describe
@@ -126,9 +126,14 @@ class Pipeline:
     # --- the public methods -----------------------------------------------------------------
 
     def retrieve(self, questions: Sequence[str], k: int | None = None) -> Retrieved:
-        """The ``k`` (default ``[pipeline] n_docs``) best passages for each question."""
+        """The ``k`` (default ``[pipeline] n_docs``) best passages for each question; no
+        questions, an empty :class:`Retrieved`."""
         import torch
 
+        _check_questions(questions)
+        _check_k(k)
+        if not questions:
+            return self._nothing_retrieved(k or self.spec.pipeline.n_docs)
         with torch.inference_mode():
             _, retrieved = self._retrieve(questions, k)
         return retrieved
@@ -148,7 +153,7 @@ class Pipeline:
             return []
         generator, marginalizer = self.generator, self.marginalizer
         with torch.inference_mode():
-            queries, retrieved = self._retrieve(questions, None)
+            queries, retrieved = self._retrieve_for_generation(questions)
             doc_logprior = self._doc_logprior(queries, retrieved)
             state = generator.start(self._question_text(questions), retrieved.passages)
             decoded = marginalizer.decode(generator, state, doc_logprior, settings)
@@ -158,7 +163,8 @@ class Pipeline:
             decoded.sequences, decoded.scores.tolist(), retrieved.passages, strict=True
         ):
             tokens = [t for t in sequence[opening:] if t not in generator.special_token_ids]
-            answers.append(Answer(generator.decode(tokens), float(score), tokens, passages))
+            found = [passage for passage in passages if passage.id >= 0]
+            answers.append(Answer(generator.decode(tokens), float(score), tokens, found))
         return answers
 
     def loss(
@@ -182,7 +188,7 @@ class Pipeline:
         from .tensors import shift_left
 
         generator, marginalizer = self.generator, self.marginalizer
-        queries, retrieved = self._retrieve(questions, None)
+        queries, retrieved = self._retrieve_for_generation(questions)
         doc_logprior = self._doc_logprior(queries, retrieved)
         batch, k = doc_logprior.shape
         labels = generator.encode_targets(targets).to(doc_logprior.device)
@@ -208,7 +214,24 @@ class Pipeline:
                 check(encoder)
             self._checked_compatibility = True
         queries = encoder.encode_queries(questions)
-        return queries, retriever.retrieve(queries.detach(), k or self.spec.pipeline.n_docs)
+        k = k if k is not None else self.spec.pipeline.n_docs
+        return queries, retriever.retrieve(queries.detach(), k)
+
+    def _retrieve_for_generation(self, questions: Sequence[str]) -> tuple[torch.Tensor, Retrieved]:
+        """``n_docs`` passages per question, as :func:`_found_documents` lays them out."""
+        queries, retrieved = self._retrieve(questions, None)
+        return queries, _found_documents(questions, retrieved)
+
+    def _nothing_retrieved(self, k: int) -> Retrieved:
+        """What ``retrieve([])`` returns: no rows, ``k`` columns."""
+        import torch
+
+        return Retrieved(
+            ids=torch.zeros((0, k), dtype=torch.int64),
+            scores=torch.zeros((0, k)),
+            doc_vectors=torch.zeros((0, k, self.encoder.dim)),
+            passages=[],
+        )
 
     def _question_text(self, questions: Sequence[str]) -> list[str]:
         """The questions as the generator sees them: through the encoder's ``question_text``
@@ -238,5 +261,67 @@ class Pipeline:
 
 
 def _check_questions(questions: Sequence[str]) -> None:
+    """Refuse anything but a list of strings that are valid Unicode text."""
     if isinstance(questions, str):
-        raise TypeError("questions must be a list of strings, not one string")
+        raise QuestionError("questions must be a list of strings, not one string")
+    for number, question in enumerate(questions, start=1):
+        if not isinstance(question, str):
+            raise QuestionError(
+                f"question {number} is {type(question).__name__} {question!r}, not a string. "
+                f"Pass questions as a list of str (decode bytes first)."
+            )
+        _check_text(number, question)
+
+
+def _check_text(number: int, question: str) -> None:
+    """Refuse a question with a lone surrogate: Python's stand-in for a byte that was not UTF-8
+    (``sys.argv``, ``surrogateescape``) or half of a broken UTF-16 pair; no tokenizer reads it."""
+    try:
+        question.encode("utf-8")
+    except UnicodeEncodeError as error:
+        code = ord(question[error.start])
+        undecoded = 0xDC80 <= code <= 0xDCFF
+        what = (
+            f"the byte 0x{code - 0xDC00:02x}, which is not UTF-8 (the text was decoded with "
+            f"another encoding, or is binary)"
+            if undecoded
+            else f"the lone surrogate U+{code:04X} (half of a UTF-16 pair)"
+        )
+        raise QuestionError(
+            f"question {number} is not valid text: character {error.start + 1} is {what}. "
+            f"Give the question as UTF-8 text."
+        ) from None
+
+
+def _check_k(k: int | None) -> None:
+    """``k`` is None (``[pipeline] n_docs``) or a whole number of at least 1."""
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise ParameterError(
+            f"retrieve(k={k!r}): k is the number of passages per question, a whole number of "
+            f"at least 1; leave it out to use [pipeline] n_docs."
+        )
+
+
+def _found_documents(questions: Sequence[str], retrieved: Retrieved) -> Retrieved:
+    """``retrieved`` laid out for generation, whose rows are ``B * k`` (passage, question)
+    pairs: columns where no question found a passage (a knowledge base smaller than ``k``) are
+    dropped, and the gaps left in other rows hold an empty passage with id ``-1``, which the doc
+    prior weighs at zero. A question without any passage is refused."""
+    found = retrieved.ids >= 0
+    counts = found.sum(dim=1).tolist()
+    if 0 in counts:
+        number = counts.index(0)
+        raise ParameterError(
+            f"no passage was retrieved for question {number + 1} ({questions[number]!r}): the "
+            f"knowledge base or its index returned none. Check it with ragloom kb info --verify."
+        )
+    k = max(counts)
+    if k == retrieved.ids.shape[1] and min(counts) == k:
+        return retrieved
+    gap = Passage(-1, "", "", float("-inf"))
+    return Retrieved(
+        ids=retrieved.ids[:, :k],
+        scores=retrieved.scores[:, :k],
+        doc_vectors=retrieved.doc_vectors[:, :k],
+        passages=[[*row, *[gap] * (k - len(row))] for row in retrieved.passages],
+    )

@@ -193,6 +193,16 @@ def beam_search(
     )
 
 
+def prefix_only(n: int, settings: SearchSettings, num_return: int = 1) -> Hypotheses:
+    """What a search returns when ``max_length`` leaves no room after the prefix: the prefix
+    itself, ``num_return`` times per problem, with log-prob 0 (nothing was generated)."""
+    prefix = torch.tensor(list(settings.prefix), dtype=torch.int64)
+    tokens = prefix.expand(n, num_return, len(prefix)).clone()
+    lengths = torch.full((n, num_return), len(prefix), dtype=torch.int64)
+    zeros = torch.zeros(n, num_return)
+    return Hypotheses(tokens, lengths, zeros, zeros.clone())
+
+
 def search(
     advance: Advance,
     reorder: Reorder,
@@ -200,7 +210,10 @@ def search(
     settings: SearchSettings,
     num_return: int = 1,
 ) -> Hypotheses:
-    """Greedy search for one beam, beam search otherwise (as transformers' generate chooses)."""
+    """Greedy search for one beam, beam search otherwise (as transformers' generate chooses);
+    the bare prefix when ``max_length`` is no longer than it (no model call)."""
+    if settings.generation.max_length <= len(settings.prefix):
+        return prefix_only(n, settings, num_return)
     if settings.generation.num_beams == 1:
         return greedy_search(advance, n, settings)
     return beam_search(advance, reorder, n, settings, num_return)

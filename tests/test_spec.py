@@ -89,7 +89,7 @@ def test_wrong_type_names_key_path_and_value(write_spec: WriteSpec, registry: Re
     path = write_spec('schema = 1\n[pipeline]\nn_docs = "five"\n')
     with pytest.raises(SpecError) as excinfo:
         load_spec(path, registry=registry)
-    assert '[pipeline] n_docs = "five": Input should be a valid integer' in problems(excinfo)
+    assert '[pipeline] n_docs = "five": must be a whole number, e.g. 5' in problems(excinfo)
 
 
 def test_out_of_range_value(write_spec: WriteSpec, registry: Registry) -> None:
@@ -201,9 +201,7 @@ def test_cli_override_with_a_bad_value_is_reported(
     write_spec: WriteSpec, toy_registry: Registry
 ) -> None:
     overrides = dict([parse_assignment("pipeline.n_docs=many")])
-    with pytest.raises(
-        SpecError, match=r'\[pipeline\] n_docs = "many": Input should be a valid integer'
-    ):
+    with pytest.raises(SpecError, match=r'\[pipeline\] n_docs = "many": must be a whole number'):
         load_spec(write_spec(VALID), overrides, registry=toy_registry)
 
 

@@ -25,7 +25,10 @@ def variants(sweeps: list[str]) -> list[dict[str, Any]]:
             from ..errors import SpecError
 
             raise SpecError("--sweep", [f'"{sweep}" is not a sweep: write KEY.PATH=V1,V2,...'])
-        axes.append([(key.strip(), CliText(v.strip())) for v in values.split(",")])
+        key = key.strip()
+        axes.append(
+            [(key, CliText(v.strip(), f"--sweep {key}={v.strip()}")) for v in values.split(",")]
+        )
     return [dict(combination) for combination in itertools.product(*axes)] if axes else [{}]
 
 

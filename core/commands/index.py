@@ -11,6 +11,7 @@ from ..context import Declared
 from ..errors import SpecError
 from ..plugin_manager import get_registry
 from ..spec import load_spec
+from ..spec.overrides import CliText
 from .common import overrides, table_lines
 from .kb import add_encoding_options, build_from_args
 from .options import at_least_one
@@ -23,7 +24,10 @@ def declared_index(
 
     With ``only_known``, parameters the type does not take are left out instead of refused.
     """
-    given = overrides(assignments)
+    given = {
+        key: CliText(value, f"--param {key}={value}")
+        for key, value in overrides(assignments).items()
+    }
     if only_known:
         fields = get_registry().load("index", type_name).Params.model_fields
         given = {key: value for key, value in given.items() if key in fields}
@@ -34,6 +38,7 @@ def declared_index(
             "retriever": {"type": "dense", "kb": kb, "index": {"type": type_name}},
         },
         params,
+        name=f"--type {type_name}",
     )
     child = spec.components["retriever"].children["index"]
     return Declared(child.type, get_registry().load("index", child.type), child.params)

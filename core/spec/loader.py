@@ -2,7 +2,8 @@
 
 Every problem found is collected and reported at once, each with its key path; the error names the
 file. Component parameters are validated against the component's own ``Params`` model, so a
-plugin's keys are checked like the built-ins'.
+plugin's keys are checked like the built-ins'. Validation is strict: a value must have its key's
+TOML type (``n_docs = true`` or ``n_docs = 1e8`` is refused, not read as a number).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .model import (
     TrainSettings,
 )
 from .overrides import Applied, apply_overrides, type_cli_value
-from .problems import describe, key_path, toml_value, where
+from .problems import describe, from_override, key_path, toml_value, where
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +58,13 @@ def load_spec(
     source: str | Path | Mapping[str, Any] | Spec,
     overrides: Mapping[str, Any] | None = None,
     registry: Registry | None = None,
+    name: str = "<dict>",
 ) -> Spec:
     """Read, override and validate a spec; raises SpecError listing every problem.
 
-    A mapping's relative paths are relative to the working directory; a :class:`Spec` given
-    again (to apply ``overrides``) keeps its file name and directory.
+    A mapping's relative paths are relative to the working directory, and errors call it
+    ``name``; a :class:`Spec` given again (to apply ``overrides``) keeps its file name and
+    directory.
     """
     if registry is None:
         from ..plugin_manager import get_registry
@@ -70,7 +73,7 @@ def load_spec(
     if isinstance(source, Spec):
         name, base_dir, raw = source.source, source.base_dir, source.to_dict()
     elif isinstance(source, Mapping):
-        name, base_dir, raw = "<dict>", Path.cwd(), dict(source)
+        base_dir, raw = Path.cwd(), dict(source)
     else:
         path = Path(source)
         name, base_dir, raw = str(path), path.resolve().parent, read_toml(path)
@@ -138,9 +141,9 @@ class _Resolver:
             for key, value in raw.items()
         }
         try:
-            return model.model_validate(typed)
+            return model.model_validate(typed, strict=True)
         except ValidationError as error:
-            self.problems.extend(describe(error, table, model))
+            self.problems.extend(describe(error, table, model, self.overridden))
             return None
 
     def _component(self, kind: str, table: tuple[str, ...], raw: Any) -> ComponentSpec | None:
@@ -153,16 +156,19 @@ class _Resolver:
             known = listing(self.registry.names(kind))
             self.problems.append(f'[{path}] needs a key type = "...", one of: {known}.')
             return None
+        type_path = (*table, "type")
         if not isinstance(name, str):
-            self.problems.append(f"{where(table, 'type')} = {toml_value(name)} must be a string.")
+            self._problem(
+                f"{where(table, 'type')} = {toml_value(name)} must be a string.", type_path
+            )
             return None
         try:
             component = self.registry.load(kind, name)
         except UnknownComponentError as error:
-            self.problems.append(f'[{path}] type = "{name}": {error}')
+            self._problem(f'[{path}] type = "{name}": {error}', type_path)
             return None
         except MissingExtraError as error:
-            self.problems.append(f"[{path}] {error}")
+            self._problem(f"[{path}] {error}", type_path)
             return None
         slots: Mapping[str, str] = getattr(component, "slots", {})
         children = {}
@@ -182,6 +188,10 @@ class _Resolver:
         if validated is None or len(children) != len(slots):
             return None
         return ComponentSpec(kind, name, validated, children)
+
+    def _problem(self, line: str, path: tuple[str, ...]) -> None:
+        """Record a problem about the key at ``path``, naming the override that set it."""
+        self.problems.append(from_override(line, path, self.overridden))
 
     def _drop_keys_of_previous_type(
         self, model: type[BaseModel], table: tuple[str, ...], name: str, params: dict[str, Any]

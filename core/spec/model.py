@@ -23,9 +23,10 @@ COMPONENT_TABLES: dict[str, str] = {
 
 
 class Settings(BaseModel):
-    """A fixed table of the spec: unknown keys are errors."""
+    """A fixed table of the spec: unknown keys are errors, and values are strictly typed
+    (``true`` is not a number, ``1e8`` is not a whole number)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class PipelineSettings(Settings):

@@ -19,7 +19,15 @@ from ..errors import SpecError
 
 
 class CliText(str):
-    """A value typed on the command line, not yet typed by the schema."""
+    """A value typed on the command line, not yet typed by the schema; ``given_as`` is the
+    argument it came from (``--set pipeline.n_docs=10``), which errors about it quote."""
+
+    given_as: str
+
+    def __new__(cls, value: str, given_as: str = "") -> CliText:
+        text = super().__new__(cls, value)
+        text.given_as = given_as
+        return text
 
 
 def parse_assignment(text: str) -> tuple[str, CliText]:
@@ -30,7 +38,7 @@ def parse_assignment(text: str) -> tuple[str, CliText]:
             "--set",
             [f'"{text}" is not an override: write KEY.PATH=VALUE, e.g. pipeline.n_docs=10.'],
         )
-    return key.strip(), CliText(value.strip())
+    return key.strip(), CliText(value.strip(), f"--set {text.strip()}")
 
 
 def type_cli_value(value: Any, annotation: Any) -> Any:
@@ -49,13 +57,21 @@ def type_cli_value(value: Any, annotation: Any) -> Any:
         return text
 
 
+def origin(dotted: str, value: Any) -> str:
+    """How an override is named in an error: the command-line argument it came from, or the
+    key of a Python ``overrides`` mapping."""
+    given_as = getattr(value, "given_as", "")
+    return given_as or f'override "{dotted}"'
+
+
 @dataclass(frozen=True)
 class Applied:
-    """The raw spec with overrides applied, and the tables whose ``type`` an override changed."""
+    """The raw spec with overrides applied, the tables whose ``type`` an override changed, and
+    each overridden key path with :func:`origin`'s name for the override that set it."""
 
     data: dict[str, Any]
     retyped: frozenset[tuple[str, ...]]
-    overridden: frozenset[tuple[str, ...]]
+    overridden: Mapping[tuple[str, ...], str]
 
 
 def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any], source: str) -> Applied:
@@ -63,11 +79,11 @@ def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any], sourc
     result: dict[str, Any] = copy.deepcopy(dict(data))
     problems: list[str] = []
     retyped: set[tuple[str, ...]] = set()
-    overridden: set[tuple[str, ...]] = set()
+    overridden: dict[tuple[str, ...], str] = {}
     for dotted, value in overrides.items():
         parts = tuple(part.strip() for part in dotted.split("."))
         if not all(parts):
-            problems.append(f'override "{dotted}": empty part in the key path.')
+            problems.append(f"{origin(dotted, value)}: empty part in the key path.")
             continue
         table: dict[str, Any] = result
         for depth, part in enumerate(parts[:-1]):
@@ -75,15 +91,15 @@ def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any], sourc
             if not isinstance(child, dict):
                 prefix = ".".join(parts[: depth + 1])
                 problems.append(
-                    f'override "{dotted}": {prefix} is a value, not a table, so it has no keys.'
+                    f"{origin(dotted, value)}: {prefix} is a value, not a table, so it has no keys."
                 )
                 break
             table = child
         else:
             table[parts[-1]] = value
-            overridden.add(parts)
+            overridden[parts] = origin(dotted, value)
             if parts[-1] == "type":
                 retyped.add(parts[:-1])
     if problems:
         raise SpecError(source, problems)
-    return Applied(result, frozenset(retyped), frozenset(overridden))
+    return Applied(result, frozenset(retyped), overridden)

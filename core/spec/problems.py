@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import tomli_w
@@ -37,29 +37,58 @@ def _allowed_literals(expected: str) -> list[str]:
     return re.findall(r"'([^']*)'", expected)
 
 
-def describe(error: ValidationError, table: Sequence[str], model: type[BaseModel]) -> list[str]:
-    """One line per error in ``error``, raised validating ``model`` for the table at ``table``."""
+EXPECTED_TYPES = {
+    "int_type": "must be a whole number, e.g. 5",
+    "float_type": "must be a number, e.g. 0.5",
+    "bool_type": "must be true or false",
+    "string_type": 'must be a string in quotes, e.g. "text"',
+    "list_type": 'must be a list, e.g. ["a", "b"]',
+}
+"""What a value of the wrong type is told, by pydantic error type."""
+
+
+def from_override(
+    line: str, path: Sequence[str], origins: Mapping[tuple[str, ...], str] | None
+) -> str:
+    """``line`` naming the override that set the key at ``path``, if one did."""
+    given = (origins or {}).get(tuple(path))
+    return f"{line.removesuffix('.')} (from {given})." if given else line
+
+
+def describe(
+    error: ValidationError,
+    table: Sequence[str],
+    model: type[BaseModel],
+    origins: Mapping[tuple[str, ...], str] | None = None,
+) -> list[str]:
+    """One line per error in ``error``, raised validating ``model`` for the table at ``table``;
+    a key set by an override names it (``origins``: key path → the override's name)."""
     lines = []
     for item in error.errors():
         location = [*table, *[str(part) for part in item["loc"][:-1]]]
         key = str(item["loc"][-1]) if item["loc"] else None
-        kind = item["type"]
-        if kind == "extra_forbidden":
-            allowed = list(model.model_fields)
-            lines.append(
-                f'{where(location)} unknown key "{key}".{suggestion(str(key), allowed)} '
-                f"Allowed keys: {listing(allowed)}."
-            )
-        elif kind == "missing":
-            lines.append(f'{where(location)} is missing the required key "{key}".')
-        elif kind == "literal_error":
-            allowed = _allowed_literals(item.get("ctx", {}).get("expected", ""))
-            value = item["input"]
-            lines.append(
-                f"{where(location, key)} = {toml_value(value)} is not allowed."
-                f"{suggestion(str(value), allowed)} Allowed values: {listing(allowed)}."
-            )
-        else:
-            message = item["msg"].rstrip(".")
-            lines.append(f"{where(location, key)} = {toml_value(item['input'])}: {message}.")
+        line = _line(item, location, key, model)
+        lines.append(from_override(line, [*location, key] if key else location, origins))
     return lines
+
+
+def _line(item: Any, location: list[str], key: str | None, model: type[BaseModel]) -> str:
+    """The problem one pydantic error item describes."""
+    kind = item["type"]
+    if kind == "extra_forbidden":
+        allowed = list(model.model_fields)
+        return (
+            f'{where(location)} unknown key "{key}".{suggestion(str(key), allowed)} '
+            f"Allowed keys: {listing(allowed)}."
+        )
+    if kind == "missing":
+        return f'{where(location)} is missing the required key "{key}".'
+    if kind == "literal_error":
+        allowed = _allowed_literals(item.get("ctx", {}).get("expected", ""))
+        value = item["input"]
+        return (
+            f"{where(location, key)} = {toml_value(value)} is not allowed."
+            f"{suggestion(str(value), allowed)} Allowed values: {listing(allowed)}."
+        )
+    message = EXPECTED_TYPES.get(kind, item["msg"].rstrip("."))
+    return f"{where(location, key)} = {toml_value(item['input'])}: {message}."
