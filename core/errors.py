@@ -67,6 +67,20 @@ class MismatchError(RagloomError):
     """A knowledge base or index used with an encoder or passages other than its own."""
 
 
+class LockedError(RagloomError):
+    """An artifact another writer holds, met with waiting turned off (``--no-wait``)."""
+
+
+class ArtifactError(RagloomError):
+    """An output path ragloom will not write: a user's directory or file, a symbolic link, an
+    input of the same command, or an artifact of other data without ``--force``."""
+
+
+class WriteError(RagloomError):
+    """A write that failed for lack of space or a file-size limit, or was refused by the
+    file system; nothing half-written is left where it would be read."""
+
+
 class QuestionError(RagloomError, TypeError, ValueError):
     """Questions that are not a list of valid text: one string, a non-string item, or a string
     with a lone surrogate (a byte that was not UTF-8)."""

@@ -28,6 +28,7 @@ from ragloom.locks import ReadWriteLock
 
 from .index_files import (
     IDS_FILE,
+    SAVED_INDEX,
     as_ids,
     as_matrix,
     check_k,
@@ -198,7 +199,7 @@ class FaissIndex(ABC):
             "metric": self.metric,
             "ntotal": self.ntotal,
         }
-        with self._lock.reading(), atomic.directory(Path(directory)) as temporary:
+        with self._lock.reading(), atomic.directory(Path(directory), SAVED_INDEX) as temporary:
             faiss.write_index(self._index, str(temporary / INDEX_FILE))
             np.save(temporary / IDS_FILE, self._ids)
             write_meta(temporary, meta)

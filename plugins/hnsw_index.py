@@ -17,7 +17,7 @@ from ragloom import atomic
 from ragloom.errors import IndexFileError, ParameterError
 from ragloom.locks import ReadWriteLock
 
-from .index_files import as_ids, as_matrix, check_k, read_meta, write_meta
+from .index_files import SAVED_INDEX, as_ids, as_matrix, check_k, read_meta, write_meta
 
 INDEX_FILE = "index.bin"
 
@@ -130,7 +130,7 @@ class HnswIndex:
             "metric": self.metric,
             "ntotal": self.ntotal,
         }
-        with self._lock.reading(), atomic.directory(Path(directory)) as temporary:
+        with self._lock.reading(), atomic.directory(Path(directory), SAVED_INDEX) as temporary:
             self._index.save_index(str(temporary / INDEX_FILE))
             write_meta(temporary, meta)
 

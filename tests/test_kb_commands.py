@@ -161,9 +161,9 @@ def staging_progress(out: Path) -> int:
         return 0
 
 
-def build_command(workspace: Path, documents: Path, out: Path) -> list[str]:
+def build_command(workspace: Path, documents: Path, out: Path, *extra: str) -> list[str]:
     spec = workspace / "spec.toml"
-    options = ("--batch-size", 4, "--flush-seconds", 0)
+    options = ("--batch-size", 4, "--flush-seconds", 0, *extra)
     return ragloom_command("kb", "build", documents, "--spec", spec, "--out", out, *options)
 
 
@@ -173,10 +173,11 @@ def test_a_killed_build_keeps_the_old_kb_and_resumes(workspace: Path, tmp_path: 
     write_documents(small, 20)
     write_documents(large, 4000, seed=8)
     subprocess.run(build_command(workspace, small, out), check=True, capture_output=True)
-    killed_at = kill_midway(build_command(workspace, large, out), lambda: staging_progress(out), 20)
+    rebuild = build_command(workspace, large, out, "--force")
+    killed_at = kill_midway(rebuild, lambda: staging_progress(out), 20)
     assert len(KnowledgeBase.open(out)) == 20, "the previous KB still loads"
 
-    resumed = subprocess.run(build_command(workspace, large, out), capture_output=True, text=True)
+    resumed = subprocess.run(rebuild, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert f"{killed_at} batches already encoded" in resumed.stderr
     fresh = tmp_path / "fresh"
@@ -194,10 +195,11 @@ from pathlib import Path
 import numpy as np
 from ragloom import atomic
 from ragloom.plugins.faiss_index import FaissExactIndex
+from ragloom.plugins.index_files import SAVED_INDEX
 target = Path(sys.argv[1])
 index = FaissExactIndex.create(8, FaissExactIndex.Params())
 index.add(np.ones((5, 8), np.float32), np.arange(5))
-with atomic.directory(target) as temporary:
+with atomic.directory(target, SAVED_INDEX) as temporary:
     (temporary / "index.faiss").write_bytes(b"half an index")
     os.kill(os.getpid(), signal.SIGKILL)
 """

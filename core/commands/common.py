@@ -20,6 +20,28 @@ def add_set_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_write_options(parser: argparse.ArgumentParser, force: str | None = None) -> None:
+    """``--no-wait`` for every command that writes an artifact; ``--force`` where replacing an
+    artifact of other data must be asked for (``force`` says what it allows)."""
+    parser.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="fail at once if another ragloom process is writing the same output",
+    )
+    if force:
+        parser.add_argument("--force", action="store_true", help=force)
+
+
+def input_key(path: Path, *settings: Any) -> list[Any]:
+    """What identifies an input file for resuming: its absolute path, size, modification time
+    and the settings it is read with."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return [str(path), *settings]  # the reader says what is wrong with the path
+    return [str(path.resolve()), stat.st_size, stat.st_mtime_ns, *settings]
+
+
 def overrides(assignments: Sequence[str]) -> dict[str, Any]:
     return dict(parse_assignment(text) for text in assignments)
 

@@ -6,10 +6,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..artifacts import check_outside
 from ..errors import RagloomError
 from ..spec import Spec
 from ..spec.problems import toml_value
-from .common import add_set_option, spec_from_args, table_lines
+from .common import add_set_option, add_write_options, input_key, spec_from_args, table_lines
 
 
 def _encoder(spec: Spec) -> tuple[Any, str]:
@@ -24,6 +25,7 @@ def build_from_args(args: argparse.Namespace, out: Path) -> Any:
     from ..kb import build_knowledge_base, read_documents
     from ..kb.documents import passages
 
+    check_outside(out, {"input": Path(args.input), "spec": Path(args.spec)})
     spec = spec_from_args(args.spec, args.set)
     encoder, encoder_type = _encoder(spec)
     documents = passages(read_documents(Path(args.input), args.format), args.split_words)
@@ -32,6 +34,8 @@ def build_from_args(args: argparse.Namespace, out: Path) -> Any:
         "dtype": args.dtype,
         "batch_size": args.batch_size,
         "source": {"input": str(args.input), "split_words": args.split_words},
+        "force": args.force,
+        "input_key": input_key(Path(args.input), args.format, args.split_words),
     }
     try:
         if args.ray:
@@ -83,6 +87,7 @@ def add_encoding_options(parser: argparse.ArgumentParser) -> None:
         "--chunk-size", type=int, default=8192, help="passages per Ray task (--ray)"
     )
     add_set_option(parser)
+    add_write_options(parser, force="replace a knowledge base of other passages")
 
 
 def add_ray_options(parser: argparse.ArgumentParser) -> None:
@@ -133,16 +138,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_import_hf(args: argparse.Namespace) -> int:
     from ..kb.hf import import_hf
 
+    index = Path(args.index) if args.index else None
+    check_outside(Path(args.out), {"dataset": Path(args.passages), "index file": index})
     encoder, encoder_type = (None, "unverified")
     if args.spec:
         encoder, encoder_type = _encoder(spec_from_args(args.spec, args.set))
-    kb = import_hf(
-        Path(args.passages),
-        Path(args.out),
-        Path(args.index) if args.index else None,
-        encoder,
-        encoder_type,
-    )
+    kb = import_hf(Path(args.passages), Path(args.out), index, encoder, encoder_type)
     fingerprint = kb.manifest.encoder.fingerprint
     print(f"{kb.directory}: {len(kb)} passages, dim {kb.dim}, encoder {fingerprint}")
     for _, manifest in kb.index_manifests():
@@ -155,6 +156,7 @@ def cmd_export_hf(args: argparse.Namespace) -> int:
     from ..kb import KnowledgeBase
     from ..kb.hf import export_hf
 
+    check_outside(Path(args.out), {"knowledge base": Path(args.kb)})
     passages, index = export_hf(KnowledgeBase.open(Path(args.kb)), Path(args.out))
     print(
         f"wrote {passages} and {index}: RagRetriever.from_pretrained(..., index_name='custom', "
@@ -189,6 +191,7 @@ def add_to(commands: Any) -> None:
         "--spec", help="spec whose [encoder] made the embeddings (checked on a sample)"
     )
     add_set_option(importer)
+    add_write_options(importer)
     importer.set_defaults(handler=cmd_import_hf)
 
     exporter = actions.add_parser(
@@ -196,4 +199,5 @@ def add_to(commands: Any) -> None:
     )
     exporter.add_argument("kb")
     exporter.add_argument("--out", required=True, help="directory for passages/ and index.faiss")
+    add_write_options(exporter)
     exporter.set_defaults(handler=cmd_export_hf)

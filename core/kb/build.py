@@ -1,10 +1,15 @@
 """Building a knowledge base: passages, then embeddings in length-sorted batches, resumably.
 
-The build happens in a staging directory beside the target (``.<name>.building``). Embeddings go
-straight into the memory-mapped ``embeddings.npy``; after each flushed stretch of batches,
+The build happens in a staging directory beside the target (``.<name>.building``), under the
+target's lock (:func:`ragloom.locks.exclusive`: a second build of the same KB waits). Embeddings
+go straight into the memory-mapped ``embeddings.npy``, whose whole size is reserved on disk first
+(a full disk is an error before encoding, never a SIGBUS); after each flushed stretch of batches,
 ``progress.json`` records how many batches are on disk, so a build that is killed resumes there
-(same input, same encoder). Only a finished build is renamed over the target, so the previous KB
-stays usable until the new one is complete.
+(same input, same encoder). A staging directory left by a build of other input is cleared before
+anything is written. Only a finished build is sealed (every file sized and checksummed in the
+manifest) and renamed over the target, so the previous KB stays usable until the new one is
+complete. A target that is not a KB is never replaced, nor a KB of other passages without
+``force``.
 """
 
 from __future__ import annotations
@@ -13,16 +18,19 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import atomic
+from .. import atomic, locks
+from ..artifacts import absolute, claim
 from ..digest import file_sha256
+from ..errors import ArtifactError, IndexFileError, RagloomError
 from .documents import Document
-from .knowledge_base import EMBEDDINGS_FILE, KnowledgeBase
-from .manifest import EncoderRecord, KBManifest, ragloom_version
+from .knowledge_base import EMBEDDINGS_FILE, KnowledgeBase, record_kb_files
+from .manifest import KB_KIND, EncoderRecord, KBManifest, ragloom_version
 from .passages import PASSAGES_FILE, ArrowPassageStore, write_passages
 
 if TYPE_CHECKING:
@@ -33,11 +41,53 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROGRESS_FILE = "progress.json"
+INPUT_FILE = "input.json"
 FLUSH_SECONDS = 5.0
+
+
+class EncodingError(RagloomError):
+    """An encoder that produced vectors a knowledge base cannot hold (NaN or infinite)."""
 
 
 def staging_directory(out: Path) -> Path:
     return out.parent / f".{out.name}.building"
+
+
+@contextmanager
+def staged_build(
+    documents: Iterable[Document], out: Path, *, force: bool = False, input_key: Any = None
+) -> Iterator[StagedPassages]:
+    """Hold ``out``'s lock, check that it may be replaced, and stage the passages.
+
+    ``input_key`` identifies the input (e.g. its path, size and modification time): a staging
+    directory left by a build of another key is cleared first, so a dead build's files never
+    crowd out a new one. Writes that fail for lack of space raise :class:`WriteError`.
+    """
+    out = absolute(out)
+    with locks.exclusive(out):
+        claim(out, KB_KIND)
+        try:
+            staged = stage_passages(documents, out, input_key)
+            _refuse_other_corpus(out, staged, force)
+            yield staged
+        except BaseException as error:
+            atomic.raise_if_out_of_space(error, out)
+            raise
+
+
+def check_finite(vectors: np.ndarray, rows: Any) -> None:
+    """Refuse NaN or infinite passage vectors, naming the first passages that have them."""
+    import numpy as np
+
+    bad = ~np.isfinite(vectors).all(axis=1)
+    if bad.any():
+        ids = np.asarray(rows)[bad][:10].tolist()
+        raise EncodingError(
+            f"the encoder returned NaN or infinite vectors for {int(bad.sum())} passages (ids "
+            f"{ids}{' ...' if bad.sum() > 10 else ''}); a knowledge base of them would retrieve "
+            f"at random. Check the encoder's weights and dtype (float16 overflows on long "
+            f"passages: use float32 or bfloat16)."
+        )
 
 
 def build_knowledge_base(
@@ -51,15 +101,42 @@ def build_knowledge_base(
     source: dict[str, Any] | None = None,
     progress: bool = True,
     flush_seconds: float = FLUSH_SECONDS,
+    force: bool = False,
+    input_key: Any = None,
 ) -> KnowledgeBase:
     """Encode ``documents`` (already split into passages) into a KB at ``out``.
 
-    Progress is saved at least every ``flush_seconds`` (0: after every batch).
+    Progress is saved at least every ``flush_seconds`` (0: after every batch). See
+    :func:`staged_build` for ``force`` and ``input_key``.
     """
+    with staged_build(documents, out, force=force, input_key=input_key) as staged:
+        return _encode(
+            staged,
+            encoder,
+            absolute(out),
+            encoder_type,
+            dtype,
+            batch_size,
+            source,
+            progress,
+            flush_seconds,
+        )
+
+
+def _encode(
+    staged: StagedPassages,
+    encoder: Encoder,
+    out: Path,
+    encoder_type: str,
+    dtype: str,
+    batch_size: int,
+    source: dict[str, Any] | None,
+    progress: bool,
+    flush_seconds: float,
+) -> KnowledgeBase:
     import numpy as np
     from tqdm import tqdm
 
-    staged = stage_passages(documents, out)
     count, lengths, staging = staged.count, staged.lengths, staged.directory
     plan = staged.plan(encoder, dtype, batch_size=batch_size)
     recorded = resumable_progress(staging, plan)
@@ -79,7 +156,9 @@ def build_knowledge_base(
             vectors = encoder.encode_passages(
                 [p.title for p in passages], [p.text for p in passages]
             )
-            embeddings[rows] = vectors.detach().cpu().numpy().astype(dtype)
+            array = vectors.detach().cpu().float().numpy()
+            check_finite(array, rows)
+            embeddings[rows] = array.astype(dtype)
             bar.update(len(rows))
             if time.monotonic() - last_flush >= flush_seconds or number == len(batches) - 1:
                 embeddings.flush()
@@ -111,15 +190,19 @@ class StagedPassages:
         }
 
     def embeddings(self, dim: int, dtype: str, resume: bool) -> np.memmap[Any, Any]:
-        """The memory-mapped embeddings file, continued or created."""
+        """The memory-mapped embeddings file, continued or created with its whole size
+        reserved on disk."""
         import numpy as np
 
-        return np.lib.format.open_memmap(
-            self.directory / EMBEDDINGS_FILE,
-            mode="r+" if resume else "w+",
-            dtype=np.dtype(dtype),
-            shape=(self.count, dim),
+        path = self.directory / EMBEDDINGS_FILE
+        if not resume:
+            needed = self.count * dim * np.dtype(dtype).itemsize
+            atomic.ensure_free_space(self.directory, needed, f"the embeddings {path}")
+        embeddings = np.lib.format.open_memmap(
+            path, mode="r+" if resume else "w+", dtype=np.dtype(dtype), shape=(self.count, dim)
         )
+        atomic.reserve(path, path.stat().st_size)
+        return embeddings
 
     def record(self, plan: dict[str, Any], **progress: Any) -> None:
         """Save how far encoding got (after flushing the embeddings)."""
@@ -133,7 +216,10 @@ class StagedPassages:
         dtype: str,
         source: dict[str, Any] | None,
     ) -> KnowledgeBase:
-        """Write the manifest and rename the finished build over ``out``."""
+        """Seal the finished build (its manifest, with every file's size and checksum) and
+        rename it over ``out``."""
+        (self.directory / PROGRESS_FILE).unlink(missing_ok=True)
+        (self.directory / INPUT_FILE).unlink(missing_ok=True)
         KBManifest(
             ragloom_version=ragloom_version(),
             count=self.count,
@@ -142,17 +228,22 @@ class StagedPassages:
             encoder=encoder,
             passages_sha256=self.checksum,
             source=source or {},
+            files=record_kb_files(self.directory),
         ).write(self.directory)
-        (self.directory / PROGRESS_FILE).unlink(missing_ok=True)
-        atomic.replace_directory(self.directory, out)
+        atomic.install(self.directory, out, KB_KIND)
         return KnowledgeBase.open(out)
 
 
-def stage_passages(documents: Iterable[Document], out: Path) -> StagedPassages:
+def stage_passages(
+    documents: Iterable[Document], out: Path, input_key: Any = None
+) -> StagedPassages:
     """Write the passages into the staging directory of ``out``; an unfinished build's
-    embeddings there are kept for :func:`resumable_progress` to judge."""
+    embeddings there are kept for :func:`resumable_progress` to judge, unless that build read
+    another input (``input_key``), whose staging is cleared first."""
     staging = staging_directory(out)
+    _clear_other_input(staging, input_key)
     staging.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(staging / INPUT_FILE, json.dumps(input_key))
     incoming = staging / f"{PASSAGES_FILE}.incoming"
     count, lengths = write_passages(incoming, documents)
     if count == 0:
@@ -165,6 +256,38 @@ def stage_passages(documents: Iterable[Document], out: Path) -> StagedPassages:
     else:
         incoming.replace(previous)
     return StagedPassages(staging, count, lengths, checksum)
+
+
+def _clear_other_input(staging: Path, input_key: Any) -> None:
+    if not staging.is_dir():
+        return
+    try:
+        recorded = json.loads((staging / INPUT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        recorded = ...
+    if recorded != json.loads(json.dumps(input_key)):
+        log.info("clearing %s: an unfinished build of other input", staging)
+        shutil.rmtree(staging)
+
+
+def _refuse_other_corpus(out: Path, staged: StagedPassages, force: bool) -> None:
+    """Refuse to replace the KB at ``out`` by one of other passages unless ``force``."""
+    if force or not KB_KIND.recognizes(out):
+        return
+    try:
+        existing = KBManifest.read(out, "ragloom knowledge base")
+    except IndexFileError:
+        return  # a damaged KB is replaced by the new build
+    if existing.passages_sha256 == staged.checksum:
+        return
+    if not (staged.directory / PROGRESS_FILE).exists():
+        shutil.rmtree(staged.directory)
+    origin = existing.source.get("input") or existing.source.get("asset") or "another input"
+    raise ArtifactError(
+        f"{out} is a knowledge base of other passages ({existing.count} passages from "
+        f"{origin}); this input gives {staged.count} different ones. Building over it replaces "
+        f"its passages, embeddings and indexes: pass --force to do that, or choose another --out."
+    )
 
 
 def resumable_progress(staging: Path, plan: dict[str, Any]) -> dict[str, Any] | None:
@@ -187,7 +310,7 @@ def resumable_progress(staging: Path, plan: dict[str, Any]) -> dict[str, Any] | 
 
 
 def _clear(staging: Path) -> None:
-    """Remove everything but the passages just staged."""
+    """Remove everything but the passages just staged and what input they came from."""
     for path in staging.iterdir():
-        if path.name != PASSAGES_FILE:
+        if path.name not in (PASSAGES_FILE, INPUT_FILE):
             path.unlink() if path.is_file() else shutil.rmtree(path)

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 from .. import atomic
 from ..digest import file_sha256
 from .documents import Document
-from .knowledge_base import EMBEDDINGS_FILE, KnowledgeBase
-from .manifest import KBManifest, ragloom_version
+from .knowledge_base import EMBEDDINGS_FILE, KnowledgeBase, record_kb_files
+from .manifest import KB_KIND, KBManifest, ragloom_version
 from .passages import PASSAGES_FILE, write_passages
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ def edited_copy(
     titles, texts = kb.passages.columns(0, len(kb))
     for row, (title, text) in edits.items():
         titles[row], texts[row] = title, text
-    with atomic.directory(out) as staging:
+    with atomic.directory(out, KB_KIND) as staging:
         write_passages(
             staging / PASSAGES_FILE,
             (
@@ -55,6 +55,7 @@ def edited_copy(
                 "ragloom_version": ragloom_version(),
                 "passages_sha256": file_sha256(staging / PASSAGES_FILE),
                 "source": {**kb.manifest.source, "edited_from": str(kb.directory), "edited": rows},
+                "files": record_kb_files(staging),
             }
         ).write(staging)
     return KnowledgeBase.open(out)

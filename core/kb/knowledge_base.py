@@ -8,10 +8,19 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import atomic
+from .. import atomic, locks
 from ..context import Declared
 from ..errors import IndexFileError, MismatchError
-from .manifest import MANIFEST_FILE, IndexManifest, KBManifest, ragloom_version
+from .manifest import (
+    INDEX_KIND,
+    MANIFEST_FILE,
+    FileRecord,
+    IndexManifest,
+    KBManifest,
+    ragloom_version,
+    record_files,
+    verify_files,
+)
 from .passages import PASSAGES_FILE, ArrowPassageStore
 from .shards import Shard
 
@@ -27,6 +36,12 @@ INDEXES_DIR = "indexes"
 INDEX_SUBDIR = "index"
 ADD_CHUNK = 16_384
 DEFAULT_TRAIN_SAMPLE = 65_536
+REBUILD_KB = "build the knowledge base again (`ragloom kb build`)"
+
+
+def record_kb_files(directory: Path) -> dict[str, FileRecord]:
+    """The records of a KB's own files (its indexes have manifests of their own)."""
+    return record_files(directory, (PASSAGES_FILE, EMBEDDINGS_FILE))
 
 
 def index_directory_name(type_name: str, build_params: dict[str, Any]) -> str:
@@ -53,6 +68,7 @@ class KnowledgeBase:
 
         self.directory = directory
         self.manifest = manifest
+        verify_files(directory, manifest.files, checksums=False, rebuild=REBUILD_KB)
         self.passages = ArrowPassageStore(directory / PASSAGES_FILE)
         try:
             self.embeddings = np.load(
@@ -172,7 +188,8 @@ class KnowledgeBase:
         shard: Shard | None = None,
     ) -> Index:
         """The index ``declared`` by a spec (over ``shard``'s rows only, if given): loaded from
-        the KB's cache, or built and cached."""
+        the KB's cache, or built and cached. Concurrent first uses (threads or processes) build
+        it once; the others wait and load it."""
         path = self.index_path(declared, shard)
         atomic.recover_directory(path)
         if not path.exists():
@@ -182,10 +199,14 @@ class KnowledgeBase:
                     f"{path} has not been built. Build it with `ragloom index build "
                     f"{self.directory} --type {declared.type}{shards}`."
                 )
-            log.info("building index %s (first use)", path.relative_to(self.directory))
-            return self.build_index(declared, shard=shard)
+            with locks.exclusive(path):
+                if not path.exists():
+                    log.info("building index %s (first use)", path.relative_to(self.directory))
+                    return self.build_index(declared, shard=shard)
         manifest = IndexManifest.read(path, "ragloom index")
         self._check_index(path, manifest, allow_mismatch, shard)
+        rebuild = f"rebuild it with `ragloom index build {self.directory} --type {declared.type}`"
+        verify_files(path, manifest.files, checksums=True, rebuild=rebuild)
         index: Index = declared.component.load(path / INDEX_SUBDIR)
         index.tune(declared.params)
         return index
@@ -226,6 +247,7 @@ class KnowledgeBase:
         from tqdm import tqdm
 
         started = time.perf_counter()
+        target = self.index_path(declared, shard)
         index: Index = declared.component.create(self.dim, declared.params)
         first, end = (0, len(self)) if shard is None else (shard.start, shard.stop)
         count = end - first
@@ -242,19 +264,19 @@ class KnowledgeBase:
                     np.arange(start, stop, dtype=np.int64),
                 )
                 bar.update(stop - start)
-        manifest = IndexManifest(
-            type=declared.type,
-            params=declared.params.model_dump(mode="json"),
-            dim=self.dim,
-            metric=index.metric,
-            count=count,
-            encoder_fingerprint=self.manifest.encoder.fingerprint,
-            passages_sha256=self.manifest.passages_sha256,
-            build_seconds=round(time.perf_counter() - started, 3),
-            ragloom_version=ragloom_version(),
-            rows=None if shard is None else [shard.start, shard.stop],
-        )
-        with atomic.directory(self.index_path(declared, shard)) as temporary:
+        with atomic.directory(target, INDEX_KIND, root=self.directory) as temporary:
             index.save(temporary / INDEX_SUBDIR)
-            manifest.write(temporary)
+            IndexManifest(
+                type=declared.type,
+                params=declared.params.model_dump(mode="json"),
+                dim=self.dim,
+                metric=index.metric,
+                count=count,
+                encoder_fingerprint=self.manifest.encoder.fingerprint,
+                passages_sha256=self.manifest.passages_sha256,
+                build_seconds=round(time.perf_counter() - started, 3),
+                ragloom_version=ragloom_version(),
+                rows=None if shard is None else [shard.start, shard.stop],
+                files=record_files(temporary),
+            ).write(temporary)
         return index

@@ -1,18 +1,32 @@
-"""The manifests of a knowledge base and of each index built from it."""
+"""The manifests of a knowledge base and of each index built from it.
+
+A manifest records, besides what the artifact holds, every file of it with its size and xxh3
+checksum (``files``), computed when the artifact is sealed. Sizes are checked whenever an
+artifact is opened, checksums before an index file reaches a native loader (faiss, hnswlib) and
+by ``ragloom kb info --verify``. Manifests are parsed strictly: ``"dim": "32"`` is refused, not
+read as 32.
+"""
 
 from __future__ import annotations
 
 import importlib.metadata
-import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .. import atomic
+from ..artifacts import json_marker
+from ..digest import file_xxh3
 from ..errors import IndexFileError
 
 MANIFEST_FILE = "manifest.json"
+
+KB_KIND = json_marker("knowledge base", MANIFEST_FILE, format="ragloom-kb")
+INDEX_KIND = json_marker(
+    "index", MANIFEST_FILE, type=..., encoder_fingerprint=..., passages_sha256=...
+)
 
 M = TypeVar("M", bound="Manifest")
 
@@ -36,21 +50,81 @@ class Manifest(BaseModel):
     def read(cls: type[M], directory: Path, what: str) -> M:
         path = directory / MANIFEST_FILE
         try:
-            data: Any = json.loads(path.read_text(encoding="utf-8"))
+            text = path.read_bytes()
         except FileNotFoundError:
             raise IndexFileError(
                 f"{directory} is not a {what}: it has no {MANIFEST_FILE}."
             ) from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise IndexFileError(f"{path} is corrupt ({error}).") from None
+        except OSError as error:
+            raise IndexFileError(f"{path} cannot be read ({error.strerror}).") from None
         try:
-            return cls.model_validate(data)
+            return cls.model_validate_json(text, strict=True)
         except ValidationError as error:
-            fields = ", ".join(".".join(map(str, e["loc"])) for e in error.errors())
+            fields = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'the file'}: {e['msg']}" for e in error.errors()
+            )
             raise IndexFileError(
-                f"{path} is not a valid {what} manifest (problems at: {fields}). It was written "
-                f"by another version or edited by hand; build it again."
+                f"{path} is not a valid {what} manifest ({fields}). It was damaged, edited by "
+                f"hand or written by another version; build it again."
             ) from None
+
+
+class FileRecord(BaseModel):
+    """One file of an artifact: its size in bytes and the xxh3-128 of its content."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    size: int
+    xxh3_128: str
+
+
+def record_files(directory: Path, names: Iterable[str] | None = None) -> dict[str, FileRecord]:
+    """The files ``names`` of ``directory`` (default: every file under it but the manifest), by
+    relative path, sized and checksummed."""
+    if names is None:
+        paths = [p for p in sorted(directory.rglob("*")) if p.is_file() and p.name != MANIFEST_FILE]
+    else:
+        paths = [directory / name for name in names]
+    return {
+        path.relative_to(directory).as_posix(): FileRecord(
+            size=path.stat().st_size, xxh3_128=file_xxh3(path)
+        )
+        for path in paths
+    }
+
+
+def file_problems(
+    directory: Path, files: dict[str, FileRecord], checksums: bool, only: str = ""
+) -> list[str]:
+    """What differs between the files under ``directory`` (those whose path starts with
+    ``only``) and their ``files`` records: missing, resized, or (with ``checksums``) changed."""
+    problems = []
+    for name, record in files.items():
+        if not name.startswith(only):
+            continue
+        path = directory / name
+        try:
+            size = path.stat().st_size
+        except OSError:
+            problems.append(f"{path} is missing")
+            continue
+        if size != record.size:
+            problems.append(f"{path} has {size} bytes, its manifest says {record.size}")
+        elif checksums and (actual := file_xxh3(path)) != record.xxh3_128:
+            problems.append(
+                f"{path} has checksum {actual}, its manifest says {record.xxh3_128} (the same "
+                f"size: bytes were changed in place)"
+            )
+    return problems
+
+
+def verify_files(
+    directory: Path, files: dict[str, FileRecord] | None, checksums: bool, rebuild: str
+) -> None:
+    """Raise :class:`IndexFileError` naming each damaged file of the artifact at ``directory``
+    and ``rebuild`` (the command that makes it again); nothing to check without records."""
+    problems = file_problems(directory, files or {}, checksums)
+    if problems:
+        raise IndexFileError(f"{'; '.join(problems)}. The artifact is damaged: {rebuild}.")
 
 
 class EncoderRecord(BaseModel):
@@ -71,9 +145,11 @@ class KBManifest(Manifest):
     encoder: EncoderRecord
     passages_sha256: str
     source: dict[str, Any] = {}
+    files: dict[str, FileRecord] | None = None  # None: written before ragloom recorded files
 
 
 class IndexManifest(Manifest):
+    format: Literal["ragloom-index"] = "ragloom-index"
     type: str
     params: dict[str, Any]
     dim: int
@@ -84,3 +160,4 @@ class IndexManifest(Manifest):
     build_seconds: float
     ragloom_version: str
     rows: list[int] | None = None  # [start, stop) for a shard's index
+    files: dict[str, FileRecord] | None = None  # None: written before ragloom recorded files

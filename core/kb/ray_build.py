@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..context import Declared
 from ..distributed import connect
-from .build import resumable_progress, stage_passages
+from .build import StagedPassages, check_finite, resumable_progress, staged_build
 from .documents import Document
 from .knowledge_base import KnowledgeBase
 from .manifest import EncoderRecord
@@ -88,16 +88,50 @@ def build_knowledge_base_on_ray(
     chunk_size: int = 8192,
     source: dict[str, Any] | None = None,
     progress: bool = True,
+    force: bool = False,
+    input_key: Any = None,
 ) -> KnowledgeBase:
     """Encode ``documents`` into a KB at ``out`` with Ray workers (see the module docstring).
 
     ``encoder`` is the driver's copy of the spec's encoder (for its fingerprint and dimension);
     ``spec`` is the spec as a mapping with absolute paths, from which each worker builds its own.
+    ``force`` and ``input_key`` are those of :func:`ragloom.kb.build.staged_build`.
     """
+    with staged_build(documents, out, force=force, input_key=input_key) as staged:
+        return _encode_on_ray(
+            staged,
+            encoder,
+            spec,
+            out,
+            encoder_type,
+            address,
+            num_cpus,
+            dtype,
+            batch_size,
+            chunk_size,
+            source,
+            progress,
+        )
+
+
+def _encode_on_ray(
+    staged: StagedPassages,
+    encoder: Encoder,
+    spec: dict[str, Any],
+    out: Path,
+    encoder_type: str,
+    address: str,
+    num_cpus: int | None,
+    dtype: str,
+    batch_size: int,
+    chunk_size: int,
+    source: dict[str, Any] | None,
+    progress: bool,
+) -> KnowledgeBase:
+    import numpy as np
     import ray
     from tqdm import tqdm
 
-    staged = stage_passages(documents, out)
     plan = staged.plan(encoder, dtype, batch_size=batch_size, chunk_size=chunk_size)
     recorded = resumable_progress(staged.directory, plan)
     done: set[int] = set(recorded.get("chunks_done", [])) if recorded else set()
@@ -129,7 +163,9 @@ def build_knowledge_base_on_ray(
             finished, _ = ray.wait(list(pending), num_returns=1)
             number = pending.pop(finished[0])
             start, stop = chunks[number]
-            embeddings[start:stop] = ray.get(finished[0])
+            vectors = ray.get(finished[0])
+            check_finite(vectors.astype(np.float32), range(start, stop))
+            embeddings[start:stop] = vectors
             embeddings.flush()
             done.add(number)
             staged.record(plan, chunks_done=sorted(done))

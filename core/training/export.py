@@ -10,11 +10,13 @@ from typing import Any
 import tomli_w
 
 from .. import atomic
+from ..artifacts import file_marker
 from ..protocols import Trainable
 from ..rag_checkpoint import write_rag_checkpoint
 from ..spec import Spec, load_spec
 
 SPEC_FILE = "spec.toml"
+CHECKPOINT_KIND = file_marker("trained checkpoint", SPEC_FILE)
 
 
 def trained_spec(spec: Spec, encoder: Trainable, generator: Trainable) -> dict[str, Any]:
@@ -33,7 +35,7 @@ def export_checkpoint(
     """Write the checkpoint and its ``spec.toml`` at ``directory``, atomically."""
     question, answer = encoder.trainable_model(), generator.trainable_model()
     text = tomli_w.dumps(trained_spec(spec, encoder, generator))
-    with atomic.directory(directory) as staging:
+    with atomic.directory(directory, CHECKPOINT_KIND, root=directory.parent) as staging:
         write_rag_checkpoint(
             staging,
             question.model,
