@@ -20,6 +20,7 @@ from .documents import Document
 from .knowledge_base import EMBEDDINGS_FILE, INDEX_SUBDIR, KnowledgeBase
 from .manifest import EncoderRecord, IndexManifest, KBManifest, ragloom_version
 from .passages import PASSAGES_FILE, write_passages
+from .saved_dataset import kb_embeddings, load_kb_dataset
 
 if TYPE_CHECKING:
     from ..protocols import Encoder
@@ -53,23 +54,16 @@ def import_hf(
     With ``encoder``, a sample of passages is re-encoded and must match the stored embeddings;
     the KB then records that encoder's fingerprint. Without one, the KB is marked unverified and
     a retriever needs ``allow_mismatch = true`` to use it.
+
+    ``passages_dir`` may come from anyone: only its own files are read, and only the features a
+    KB uses are accepted (:mod:`ragloom.kb.saved_dataset`); null titles read as empty, and null
+    texts, uneven or non-finite embeddings are refused with the row.
     """
     import numpy as np
 
-    datasets = _datasets()
-    try:
-        dataset = datasets.load_from_disk(str(passages_dir))
-    except (FileNotFoundError, ValueError) as error:
-        raise IndexFileError(
-            f"{passages_dir} is not a saved datasets directory ({error})."
-        ) from None
-    missing = {"title", "text", "embeddings"} - set(dataset.column_names)
-    if missing:
-        raise IndexFileError(
-            f"{passages_dir} lacks the column(s) {', '.join(sorted(missing))}; transformers' "
-            f"custom knowledge bases have title, text and embeddings."
-        )
-    embeddings = np.asarray(dataset.with_format("numpy")["embeddings"], dtype=np.float32)
+    _datasets()
+    dataset = load_kb_dataset(passages_dir)
+    embeddings = kb_embeddings(passages_dir, dataset)
     count, dim = embeddings.shape
     fingerprint = _verified_fingerprint(dataset, embeddings, encoder)
     with atomic.directory(out) as staging:
@@ -105,7 +99,8 @@ def _verified_fingerprint(dataset: Any, embeddings: Any, encoder: Encoder | None
         return UNVERIFIED
     rows = list(range(min(VERIFY_SAMPLE, len(dataset))))
     sample = dataset.select(rows)
-    vectors = encoder.encode_passages(sample["title"], sample["text"]).numpy()
+    titles = [title or "" for title in sample["title"]]
+    vectors = encoder.encode_passages(titles, sample["text"]).numpy()
     if vectors.shape[1] != embeddings.shape[1]:
         raise MismatchError(
             f"the encoder makes {vectors.shape[1]}-dim vectors, the stored embeddings are "
