@@ -1,20 +1,63 @@
 """Checks ``ragloom validate`` makes beyond the schema, before any model or index loads.
 
-Components opt in with two optional class methods:
+Components opt in with optional class methods, each reading files only:
 
-- an encoder's ``fingerprint_from_spec(params, context) -> str`` (from files, no model loaded);
+- an encoder's ``fingerprint_from_spec(params, context) -> str`` and ``dim_from_spec(params,
+  context) -> int`` (its vector size);
+- a generator's ``decoder_shape_from_spec(params, context) -> DecoderShape`` (what decoding
+  memory depends on);
 - a retriever's ``preflight(params, context, encoder_fingerprint, **children)`` returning notes
   (sizes, memory estimates) and problems (an encoder that does not match the knowledge base).
+
+From the vector size and the decoder shape, validate estimates the memory one question needs
+(retrieval's ``n_docs`` doc vectors; decoding's ``n_docs * num_beams`` rows of key/value caches
+and vocabulary-wide log-probs) and refuses settings that cannot fit in the memory available.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from .context import BuildContext, Declared
 from .errors import RagloomError
 from .registry import Registry
 from .spec import Spec
+
+LOGIT_COPIES = 4
+"""float32 vocabulary-wide vectors a decoding row holds at a step: the logits, their
+log-softmax, the processed (or doc-mixed) copy and the search's accumulated scores."""
+CACHE_COPIES = 2
+"""Key/value caches alive at once while beams are reordered (the cache and its selected copy)."""
+DOC_VECTOR_COPIES = 2
+"""float32 copies of each retrieved document's vector (the KB's gather, the doc prior's)."""
+ID_AND_SCORE_BYTES = 8 + 4
+"""Per retrieved document: its int64 id and float32 score."""
+
+
+@dataclass(frozen=True)
+class DecoderShape:
+    """What a generator's decoding memory depends on, read from its config (no weights).
+
+    ``kv_width``: key (or value) numbers per token and layer; ``context_tokens``: tokens each
+    row attends to besides its answer (passage and question); ``value_bytes``: bytes per cached
+    number; ``answer_positions``: the most answer tokens the model has positions for (None:
+    no limit known).
+    """
+
+    vocab_size: int
+    layers: int
+    kv_width: int
+    context_tokens: int
+    value_bytes: int
+    answer_positions: int | None = None
+
+    def bytes_per_row(self, max_length: int) -> int:
+        """Memory of one decoding row (one beam of one document) at its longest."""
+        tokens = self.context_tokens + max_length
+        cache = self.layers * 2 * self.kv_width * tokens * self.value_bytes
+        return CACHE_COPIES * cache + LOGIT_COPIES * 4 * self.vocab_size
 
 
 @dataclass
@@ -27,17 +70,9 @@ def preflight(spec: Spec, registry: Registry) -> Preflight:
     """Notes and problems found from the spec's files without loading models or indexes."""
     result = Preflight()
     context = BuildContext(spec.base_dir, spec.pipeline)
-    fingerprint = None
-    encoder = spec.components.get("encoder")
-    if encoder is not None:
-        component = registry.load("encoder", encoder.type)
-        compute = getattr(component, "fingerprint_from_spec", None)
-        if compute is not None:
-            try:
-                fingerprint = compute(encoder.params, context)
-                result.notes.append(f"[encoder] fingerprint {fingerprint}")
-            except RagloomError as error:
-                result.notes.append(f"[encoder] not checked: {error}")
+    fingerprint = _from_files(spec, registry, context, "encoder", "fingerprint_from_spec", result)
+    if fingerprint is not None:
+        result.notes.append(f"[encoder] fingerprint {fingerprint}")
     retriever = spec.components.get("retriever")
     if retriever is not None:
         component = registry.load("retriever", retriever.type)
@@ -50,4 +85,102 @@ def preflight(spec: Spec, registry: Registry) -> Preflight:
             notes, problems = check(retriever.params, context, fingerprint, **children)
             result.notes.extend(notes)
             result.problems.extend(problems)
+    dim = _from_files(spec, registry, context, "encoder", "dim_from_spec", result)
+    shape = _from_files(spec, registry, context, "generator", "decoder_shape_from_spec", result)
+    _check_memory(spec, dim, shape, result)
     return result
+
+
+def _from_files(
+    spec: Spec,
+    registry: Registry,
+    context: BuildContext,
+    table: str,
+    method: str,
+    result: Preflight,
+) -> Any:
+    """What the component of ``[table]`` tells from its files through its class method
+    ``method``; None when it has no such method or the files cannot tell (noted)."""
+    declared = spec.components.get(table)
+    if declared is None:
+        return None
+    compute = getattr(registry.load(table, declared.type), method, None)
+    if compute is None:
+        return None
+    try:
+        return compute(declared.params, context)
+    except RagloomError as error:
+        note = f"[{table}] not checked: {error}"
+        if note not in result.notes:
+            result.notes.append(note)
+        return None
+
+
+def _check_memory(
+    spec: Spec, dim: int | None, shape: DecoderShape | None, result: Preflight
+) -> None:
+    """Note the memory a question needs; refuse settings that cannot fit or cannot run."""
+    generation, n_docs = spec.generation, spec.pipeline.n_docs
+    per_document, parts = 0, []
+    if dim is not None:
+        retrieval = DOC_VECTOR_COPIES * 4 * dim + ID_AND_SCORE_BYTES
+        per_document += retrieval
+        parts.append(f"retrieval {size(n_docs * retrieval)}")
+    if shape is not None:
+        decoding = generation.num_beams * shape.bytes_per_row(generation.max_length)
+        per_document += decoding
+        parts.append(f"decoding {size(n_docs * decoding)}")
+        _check_positions(generation.max_length, shape, result)
+    if not parts:
+        return
+    needed = n_docs * per_document
+    result.notes.append(
+        f"[pipeline] n_docs {n_docs}, [generation] num_beams {generation.num_beams}, "
+        f"max_length {generation.max_length}: about {size(needed)} per question "
+        f"({', '.join(parts)})"
+    )
+    available = available_memory()
+    if available is not None and needed > available:
+        fits = available // per_document
+        advice = (
+            f"At most n_docs = {fits} fits with these settings"
+            if fits
+            else "Not even n_docs = 1 fits with these settings"
+        )
+        result.problems.append(
+            f"[pipeline] n_docs = {n_docs} with [generation] num_beams = {generation.num_beams} "
+            f"and max_length = {generation.max_length}: one question needs about {size(needed)} "
+            f"({', '.join(parts)}), and this machine has {size(available)} of memory "
+            f"available. {advice}; lower n_docs, num_beams or max_length."
+        )
+
+
+def _check_positions(max_length: int, shape: DecoderShape, result: Preflight) -> None:
+    """Refuse answers longer than the generator has positions for."""
+    if shape.answer_positions is not None and max_length > shape.answer_positions:
+        result.problems.append(
+            f"[generation] max_length = {max_length}: the generator has positions for at most "
+            f"{shape.answer_positions} answer tokens; set max_length to at most "
+            f"{shape.answer_positions}."
+        )
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available for new allocations (Linux' MemAvailable, else free pages);
+    None where the system does not say."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def size(count: int) -> str:
+    """Bytes as MiB, or GiB from 1 GiB on."""
+    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"

@@ -65,16 +65,31 @@ def _state_dict(path: Path) -> dict[str, Any]:
     return state
 
 
-def _part_config(directory: Path, part: Part) -> Any:
-    from transformers import AutoConfig
-
-    data = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    if data.get("model_type") != "rag" or part not in data:
+def read_config(directory: Path, part: Part | None = None) -> dict[str, Any]:
+    """A model directory's ``config.json`` as a mapping (no transformers import); with
+    ``part``, that part's section of a RAG checkpoint's."""
+    path = directory / "config.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise CheckpointError(
+            f"{path}: cannot be read ({error}). Point the spec at a directory written by "
+            f"save_pretrained."
+        ) from None
+    if part is None:
+        return dict(data)
+    if data.get("model_type") != "rag" or not isinstance(data.get(part), dict):
         raise CheckpointError(
             f"[pipeline] checkpoint = {directory}: config.json is not a RAG config with a "
             f"{part} section."
         )
-    sub = dict(data[part])
+    return dict(data[part])
+
+
+def _part_config(directory: Path, part: Part) -> Any:
+    from transformers import AutoConfig
+
+    sub = read_config(directory, part)
     return AutoConfig.for_model(sub.pop("model_type"), **sub)
 
 

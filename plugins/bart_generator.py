@@ -31,9 +31,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ragloom.context import BuildContext
 from ragloom.errors import RagloomError
+from ragloom.preflight import DecoderShape
 from ragloom.protocols import PassageText, TrainableModel
-from ragloom.rag_checkpoint import load_rag_part
+from ragloom.rag_checkpoint import load_rag_part, read_config
 from ragloom.spec import SpecPath
+from ragloom.spec.paths import ASSET_PREFIX
 
 from .hf_encoder import ModelDirectoryError, weights_file
 
@@ -44,6 +46,21 @@ def context_string(prefix: str, title: str, text: str, question: str) -> str:
     """The generator input for one passage, exactly as transformers' RagRetriever writes it."""
     title = title.removeprefix('"').removesuffix('"')
     return (prefix + title + " / " + text + " // " + question).replace("  ", " ")
+
+
+def generator_config(params: Any, context: BuildContext) -> dict[str, Any]:
+    """The generator's ``config.json`` (of ``path``, or of ``[pipeline] checkpoint``'s generator
+    part), read without loading the model; packaged models (``asset:``) are not read here."""
+    if params.path is not None:
+        if params.path.startswith(ASSET_PREFIX):
+            raise RagloomError(f"{params.path} is a packaged model, checked when first built.")
+        return read_config(context.resolve_path(params.path))
+    if context.pipeline.checkpoint is not None:
+        return read_config(context.resolve_path(context.pipeline.checkpoint), "generator")
+    raise ModelDirectoryError(
+        "[generator] needs path = a model directory, or [pipeline] checkpoint = a "
+        "transformers RAG directory."
+    )
 
 
 @dataclass
@@ -148,6 +165,20 @@ class BartGenerator:
         if params.quantization == "none":
             model.to(params.device)
         return cls(model, tokenizer, params)
+
+    @classmethod
+    def decoder_shape_from_spec(cls, params: Any, context: BuildContext) -> DecoderShape:
+        """Decoding's memory and position limits, from the model's config: every row caches
+        self-attention over the answer and cross-attention over its context."""
+        config = generator_config(params, context)
+        return DecoderShape(
+            vocab_size=int(config["vocab_size"]),
+            layers=int(config.get("decoder_layers") or config["num_hidden_layers"]),
+            kv_width=int(config.get("d_model") or config["hidden_size"]),
+            context_tokens=params.max_context_length,
+            value_bytes=DTYPES[params.dtype].itemsize,
+            answer_positions=config.get("max_position_embeddings"),
+        )
 
     @staticmethod
     def _loading_arguments(params: Any) -> dict[str, Any]:

@@ -22,21 +22,45 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ragloom.context import BuildContext
 from ragloom.errors import RagloomError
+from ragloom.preflight import DecoderShape
 from ragloom.protocols import PassageText, TrainableModel
 from ragloom.rag_checkpoint import load_rag_part
 from ragloom.spec import SpecPath
 
-from .bart_generator import DTYPES
+from .bart_generator import DTYPES, generator_config
 from .hf_encoder import ModelDirectoryError, weights_file
+
+PROMPT_FIELDS = ("title", "text", "question")
+"""The placeholders a prompt may use."""
 
 DEFAULT_PROMPT = (
     "Answer the question from the passage in a few words.\n\n"
     "Passage ({title}): {text}\n\nQuestion: {question}"
 )
+
+
+def check_prompt(prompt: str) -> None:
+    """Refuse a prompt that ``str.format`` cannot fill with a passage's title and text and the
+    question: an unknown ``{name}``, a positional ``{}``, or an unmatched brace."""
+    import string
+
+    allowed = ", ".join(f"{{{name}}}" for name in PROMPT_FIELDS)
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(prompt) if name is not None]
+    except ValueError as error:
+        raise ValueError(
+            f"the prompt is not a format string ({error}); write {{{{ and }}}} for literal braces"
+        ) from None
+    unknown = [name for name in names if name not in PROMPT_FIELDS]
+    if unknown:
+        raise ValueError(
+            f"the prompt has the placeholder {{{unknown[0]}}}; a prompt can use {allowed} "
+            f"(write {{{{ and }}}} for literal braces)"
+        )
 
 
 @dataclass
@@ -75,6 +99,12 @@ class CausalLMGenerator:
         dtype: Literal["float32", "bfloat16", "float16"] = "float32"
         attention: Literal["eager", "sdpa"] = "sdpa"
         device: str = Field(default="cpu", description='"cpu", "cuda", ...')
+
+        @field_validator("prompt")
+        @classmethod
+        def _placeholders(cls, prompt: str) -> str:
+            check_prompt(prompt)
+            return prompt
 
     def __init__(self, model: Any, tokenizer: Any, params: Params) -> None:
         self.model = model.eval()
@@ -128,6 +158,25 @@ class CausalLMGenerator:
             directory, attn_implementation=params.attention, **loading
         )
         return cls(model.to(params.device), tokenizer, params)
+
+    @classmethod
+    def decoder_shape_from_spec(cls, params: Any, context: BuildContext) -> DecoderShape:
+        """Decoding's memory and position limits, from the model's config: every row caches
+        its prompt and answer; prompt and answer share the model's positions."""
+        if params.gguf_file is not None:
+            raise RagloomError(f"gguf_file {params.gguf_file}: read when the model is built.")
+        config = generator_config(params, context)
+        heads = int(config["num_attention_heads"])
+        head_dim = int(config.get("head_dim") or int(config["hidden_size"]) // heads)
+        positions = config.get("max_position_embeddings") or config.get("n_positions")
+        return DecoderShape(
+            vocab_size=int(config["vocab_size"]),
+            layers=int(config["num_hidden_layers"]),
+            kv_width=int(config.get("num_key_value_heads") or heads) * head_dim,
+            context_tokens=params.max_prompt_length,
+            value_bytes=DTYPES[params.dtype].itemsize,
+            answer_positions=int(positions) - params.max_prompt_length if positions else None,
+        )
 
     # --- prompts ------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ import json
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import torch
@@ -32,6 +33,7 @@ from ragloom.rag_checkpoint import (
     checkpoint_weights,
     is_rag_checkpoint,
     load_rag_part,
+    read_config,
     vector_size,
 )
 from ragloom.spec import SpecPath
@@ -217,6 +219,13 @@ class HFEncoder:
             "weights": source,
         }
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+    @classmethod
+    def dim_from_spec(cls, params: Any, context: BuildContext) -> int:
+        """The vector size, from the question tower's config."""
+        directory = cls._question_tower_directory(params, context)
+        part = "question_encoder" if is_rag_checkpoint(directory) else None
+        return vector_size(SimpleNamespace(**read_config(directory, part)))
 
     def trainable_model(self) -> TrainableModel:
         """The question tower; a passage tower that was the same object becomes a frozen copy,

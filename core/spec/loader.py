@@ -30,6 +30,7 @@ from .model import (
     TrainSettings,
 )
 from .overrides import Applied, apply_overrides, type_cli_value
+from .paths import ASSET_PREFIX, path_keys
 from .problems import describe, from_override, key_path, toml_value, where
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,8 @@ class _Resolver:
     def spec(self) -> Spec:
         self._check_top_level()
         pipeline = self._settings("pipeline", PipelineSettings)
+        if pipeline is not None:
+            self._check_assets(pipeline, ("pipeline",))
         generation = self._settings("generation", GenerationSettings)
         train = self._settings("train", TrainSettings)
         components = {}
@@ -187,7 +190,25 @@ class _Resolver:
         validated = self._validate(component.Params, table, params)
         if validated is None or len(children) != len(slots):
             return None
+        self._check_assets(validated, table)
         return ComponentSpec(kind, name, validated, children)
+
+    def _check_assets(self, validated: BaseModel, table: tuple[str, ...]) -> None:
+        """Refuse ``asset:NAME`` path values naming no packaged model or corpus."""
+        from ..assets import ASSETS, KNOWLEDGE_BASES
+
+        known = [*ASSETS, *KNOWLEDGE_BASES]
+        for key in path_keys(type(validated)):
+            value = getattr(validated, key)
+            if not (isinstance(value, str) and value.startswith(ASSET_PREFIX)):
+                continue
+            name = value.removeprefix(ASSET_PREFIX)
+            if name not in known:
+                self._problem(
+                    f'{where(table, key)} = "{value}": no packaged model or corpus "{name}".'
+                    f"{suggestion(name, known)} Packaged: {listing(known)}.",
+                    (*table, key),
+                )
 
     def _problem(self, line: str, path: tuple[str, ...]) -> None:
         """Record a problem about the key at ``path``, naming the override that set it."""

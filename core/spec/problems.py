@@ -90,5 +90,7 @@ def _line(item: Any, location: list[str], key: str | None, model: type[BaseModel
             f"{where(location, key)} = {toml_value(value)} is not allowed."
             f"{suggestion(str(value), allowed)} Allowed values: {listing(allowed)}."
         )
-    message = EXPECTED_TYPES.get(kind, item["msg"].rstrip("."))
+    message = EXPECTED_TYPES.get(kind, item["msg"].removeprefix("Value error, ").rstrip("."))
+    if key is None:  # a check of the whole table: its message names the keys
+        return f"{where(location)} {message}."
     return f"{where(location, key)} = {toml_value(item['input'])}: {message}."
