@@ -27,8 +27,45 @@ WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 TIED = ("lm_head.weight", "model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight")
 
 
+VOCABULARY_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+"""Files a tokenizer reads its vocabulary from (a directory needs one of them)."""
+TOKENIZER_FILES = (
+    *VOCABULARY_FILES,
+    "merges.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+)
+"""Every file ``save_pretrained`` may write for a tokenizer: what its tokens depend on."""
+
+
 class CheckpointError(RagloomError):
     """A RAG checkpoint directory that is missing parts or does not fit its config."""
+
+
+class ModelDirectoryError(RagloomError):
+    """A model directory that is missing or lacks weights, config or tokenizer."""
+
+
+def tokenizer_files(directory: Path) -> list[Path]:
+    """The tokenizer files in ``directory``; a directory without a vocabulary file raises
+    :class:`ModelDirectoryError` (transformers would build an empty tokenizer that reads every
+    word as unknown)."""
+    found = [directory / name for name in TOKENIZER_FILES if (directory / name).is_file()]
+    if not any(path.name in VOCABULARY_FILES for path in found):
+        raise ModelDirectoryError(
+            f"{directory} has no tokenizer: expected {VOCABULARY_FILES[0]} (or "
+            f"{', '.join(VOCABULARY_FILES[1:])}) there. Save the model's tokenizer into it "
+            f"with tokenizer.save_pretrained({str(directory)!r})."
+        )
+    return found
 
 
 def is_rag_checkpoint(directory: Path) -> bool:
@@ -120,7 +157,9 @@ def load_rag_part(directory: Path, part: Part, **loading: Any) -> tuple[Any, Any
             f"unexpected {unexpected[:5]})."
         )
     model.tie_weights()
-    tokenizer = AutoTokenizer.from_pretrained(directory / f"{part}_tokenizer")
+    tokenizer_directory = directory / f"{part}_tokenizer"
+    tokenizer_files(tokenizer_directory)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_directory)
     # from_pretrained applies dtype, attention and quantization uniformly
     with tempfile.TemporaryDirectory(prefix="ragloom-part-") as temporary:
         model.save_pretrained(temporary)

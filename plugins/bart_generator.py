@@ -33,7 +33,7 @@ from ragloom.context import BuildContext
 from ragloom.errors import RagloomError
 from ragloom.preflight import DecoderShape
 from ragloom.protocols import PassageText, TrainableModel
-from ragloom.rag_checkpoint import load_rag_part, read_config
+from ragloom.rag_checkpoint import load_rag_part, read_config, tokenizer_files
 from ragloom.spec import SpecPath
 from ragloom.spec.paths import ASSET_PREFIX
 
@@ -152,6 +152,7 @@ class BartGenerator:
         if params.path is not None:
             directory = context.resolve_path(params.path)
             weights_file(directory)
+            tokenizer_files(directory)
             model = AutoModelForSeq2SeqLM.from_pretrained(directory, **kwargs)
             tokenizer = AutoTokenizer.from_pretrained(directory)
         elif context.pipeline.checkpoint is not None:

@@ -28,7 +28,7 @@ from ragloom.context import BuildContext
 from ragloom.errors import RagloomError
 from ragloom.preflight import DecoderShape
 from ragloom.protocols import PassageText, TrainableModel
-from ragloom.rag_checkpoint import load_rag_part
+from ragloom.rag_checkpoint import load_rag_part, tokenizer_files
 from ragloom.spec import SpecPath
 
 from .bart_generator import DTYPES, generator_config
@@ -152,6 +152,7 @@ class CausalLMGenerator:
             gguf["gguf_file"] = params.gguf_file
         else:
             weights_file(directory)
+            tokenizer_files(directory)
         tokenizer = AutoTokenizer.from_pretrained(directory, **gguf)
         loading.update(gguf)
         model = AutoModelForCausalLM.from_pretrained(

@@ -27,13 +27,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ragloom.context import BuildContext
 from ragloom.digest import file_sha256
-from ragloom.errors import RagloomError
 from ragloom.protocols import TrainableModel
 from ragloom.rag_checkpoint import (
+    ModelDirectoryError,
     checkpoint_weights,
     is_rag_checkpoint,
     load_rag_part,
     read_config,
+    tokenizer_files,
     vector_size,
 )
 from ragloom.spec import SpecPath
@@ -43,16 +44,16 @@ log = logging.getLogger(__name__)
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
-class ModelDirectoryError(RagloomError):
-    """A model directory that is missing or lacks weights, config or tokenizer."""
-
-
 def tower_source(directory: Path) -> str:
-    """What a tower's vectors depend on, as a hash: its weight file's, and for a RAG
-    checkpoint, which part of it."""
+    """What a tower's vectors depend on, as hashes: its weight file's (for a RAG checkpoint,
+    and which part of it) and its tokenizer files'."""
     if is_rag_checkpoint(directory):
-        return f"{file_sha256(checkpoint_weights(directory))}:question_encoder"
-    return file_sha256(weights_file(directory))
+        weights = f"{file_sha256(checkpoint_weights(directory))}:question_encoder"
+        tokenizer = directory / "question_encoder_tokenizer"
+    else:
+        weights, tokenizer = file_sha256(weights_file(directory)), directory
+    tokens = [f"{path.name}:{file_sha256(path)}" for path in tokenizer_files(tokenizer)]
+    return ";".join([weights, *tokens])
 
 
 def weights_file(directory: Path) -> Path:
@@ -94,6 +95,7 @@ class Tower:
             model, tokenizer = load_rag_part(directory, "question_encoder")
             return cls(model, tokenizer, pooling, max_length, device)
         weights_file(directory)
+        tokenizer_files(directory)
         config = transformers.AutoConfig.from_pretrained(directory)
         if config.model_type == "dpr":
             architecture = (config.architectures or ["DPRQuestionEncoder"])[0]
