@@ -3,7 +3,8 @@ transformers' RAG classes at run time.
 
 Layout: ``config.json`` (``model_type = "rag"``) with nested ``question_encoder`` and
 ``generator`` configs; ``model.safetensors`` or ``pytorch_model.bin`` (read with
-``weights_only=True``) whose keys start with ``rag.question_encoder.`` or ``rag.generator.``;
+``weights_only=True``, :mod:`ragloom.torch_files`) whose keys start with
+``rag.question_encoder.`` or ``rag.generator.``;
 tokenizers in ``question_encoder_tokenizer/`` and ``generator_tokenizer/``. Tied weights
 (``lm_head``, ``embed_tokens``) are absent from recent saves and tied again here.
 
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import RagloomError
+from .torch_files import load_tensors
 
 Part = Literal["question_encoder", "generator"]
 WEIGHTS = ("model.safetensors", "pytorch_model.bin")
@@ -92,13 +94,11 @@ def checkpoint_weights(directory: Path) -> Path:
 
 
 def _state_dict(path: Path) -> dict[str, Any]:
-    import torch
-
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         return dict(load_file(str(path)))
-    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    state: dict[str, Any] = load_tensors(path)
     return state
 
 

@@ -36,6 +36,7 @@ from ragloom.protocols import PassageText, TrainableModel
 from ragloom.rag_checkpoint import load_rag_part, read_config, tokenizer_files
 from ragloom.spec import SpecPath
 from ragloom.spec.paths import ASSET_PREFIX
+from ragloom.torch_files import refusing_pickles
 
 from .hf_encoder import ModelDirectoryError, weights_file
 
@@ -151,9 +152,10 @@ class BartGenerator:
         kwargs = cls._loading_arguments(params)
         if params.path is not None:
             directory = context.resolve_path(params.path)
-            weights_file(directory)
+            weights = weights_file(directory)
             tokenizer_files(directory)
-            model = AutoModelForSeq2SeqLM.from_pretrained(directory, **kwargs)
+            with refusing_pickles(weights):
+                model = AutoModelForSeq2SeqLM.from_pretrained(directory, **kwargs)
             tokenizer = AutoTokenizer.from_pretrained(directory)
         elif context.pipeline.checkpoint is not None:
             checkpoint = context.resolve_path(context.pipeline.checkpoint)

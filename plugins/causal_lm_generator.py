@@ -30,6 +30,7 @@ from ragloom.preflight import DecoderShape
 from ragloom.protocols import PassageText, TrainableModel
 from ragloom.rag_checkpoint import load_rag_part, tokenizer_files
 from ragloom.spec import SpecPath
+from ragloom.torch_files import refusing_pickles
 
 from .bart_generator import DTYPES, generator_config
 from .hf_encoder import ModelDirectoryError, weights_file
@@ -145,19 +146,19 @@ class CausalLMGenerator:
         directory = context.resolve_path(params.path)
         gguf: dict[str, str] = {}
         if params.gguf_file is not None:
-            if not (directory / params.gguf_file).is_file():
-                raise ModelDirectoryError(
-                    f"[generator] gguf_file {directory / params.gguf_file} does not exist."
-                )
+            weights = directory / params.gguf_file
+            if not weights.is_file():
+                raise ModelDirectoryError(f"[generator] gguf_file {weights} does not exist.")
             gguf["gguf_file"] = params.gguf_file
         else:
-            weights_file(directory)
+            weights = weights_file(directory)
             tokenizer_files(directory)
         tokenizer = AutoTokenizer.from_pretrained(directory, **gguf)
         loading.update(gguf)
-        model = AutoModelForCausalLM.from_pretrained(
-            directory, attn_implementation=params.attention, **loading
-        )
+        with refusing_pickles(weights):
+            model = AutoModelForCausalLM.from_pretrained(
+                directory, attn_implementation=params.attention, **loading
+            )
         return cls(model.to(params.device), tokenizer, params)
 
     @classmethod

@@ -38,6 +38,7 @@ from ragloom.rag_checkpoint import (
     vector_size,
 )
 from ragloom.spec import SpecPath
+from ragloom.torch_files import refusing_pickles
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +95,16 @@ class Tower:
         if is_rag_checkpoint(directory):
             model, tokenizer = load_rag_part(directory, "question_encoder")
             return cls(model, tokenizer, pooling, max_length, device)
-        weights_file(directory)
+        weights = weights_file(directory)
         tokenizer_files(directory)
         config = transformers.AutoConfig.from_pretrained(directory)
         if config.model_type == "dpr":
             architecture = (config.architectures or ["DPRQuestionEncoder"])[0]
-            model = getattr(transformers, architecture).from_pretrained(directory)
+            model_class = getattr(transformers, architecture)
         else:
-            model = transformers.AutoModel.from_pretrained(directory)
+            model_class = transformers.AutoModel
+        with refusing_pickles(weights):
+            model = model_class.from_pretrained(directory)
         tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
         return cls(model, tokenizer, pooling, max_length, device)
 

@@ -14,6 +14,7 @@ import torch
 
 from .. import atomic
 from ..errors import RagloomError
+from ..torch_files import first_line, load_tensors
 
 STATE_DIRECTORY = "state"
 
@@ -70,18 +71,42 @@ def load_state(
     atomic.recover_directory(directory)
     if not (directory / "progress.json").is_file():
         return None
-    progress = Progress(**json.loads((directory / "progress.json").read_text(encoding="utf-8")))
+    damaged = _damaged_advice(out, directory)
+    progress = _read_progress(directory / "progress.json", damaged)
     if progress.run != run:
         raise TrainingStateError(
             f"{out} holds a training run of another spec or data file (state {progress.run}, "
             f"this run {run}). Give another --out, or delete {directory} to start over."
         )
-    state = torch.load(directory / "state.pt", map_location="cpu", weights_only=True)
-    for name, module in modules.items():
-        module.load_state_dict(state["modules"][name])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["cpu_rng"])
+    state = load_tensors(directory / "state.pt", damaged)
+    try:
+        for name, module in modules.items():
+            module.load_state_dict(state["modules"][name])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["cpu_rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise TrainingStateError(
+            f"{directory / 'state.pt'} does not hold this run's state ({first_line(error)}). "
+            f"{damaged}"
+        ) from None
     if state["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     return progress
+
+
+def _damaged_advice(out: Path, directory: Path) -> str:
+    """What to do about a training state that cannot be read."""
+    return (
+        f"The run's training state is damaged, so the run cannot resume where it stopped. "
+        f"Delete {directory} and rerun the same command to train again from the start (copy "
+        f"{out / 'best'} aside first to keep the best checkpoint so far), or give another --out."
+    )
+
+
+def _read_progress(path: Path, damaged: str) -> Progress:
+    """``progress.json`` of a training state."""
+    try:
+        return Progress(**json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, ValueError, TypeError) as error:
+        raise TrainingStateError(f"{path} cannot be read ({error}). {damaged}") from None
