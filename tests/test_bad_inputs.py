@@ -1,0 +1,333 @@
+"""No input crashes ragloom: each bad input below is refused with one paragraph (rc 1, no
+traceback) saying what, where and what to do, or works."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+import torch
+
+from conftest import ragloom_command
+from ragloom import Pipeline
+from ragloom.errors import ParameterError, QuestionError
+from ragloom.kb.hf import import_hf
+from ragloom.testing.tiny_models import (
+    causal_lm_dir,
+    rag_checkpoint,
+    rag_spec,
+    recipe_knowledge_base,
+)
+from ragloom.torch_files import DamagedFileError, UnsafePickleError, load_tensors
+
+PASSAGES = 2
+"""The knowledge base is smaller than n_docs."""
+
+
+class Setup:
+    """A tiny RAG checkpoint, its DPR towers and a knowledge base of two passages."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.checkpoint, _, self.context_dir = rag_checkpoint(root)
+        passages, index = recipe_knowledge_base(
+            root, self.context_dir, faiss.IndexFlatIP(32), count=PASSAGES
+        )
+        self.kb = root / "kb"
+        self.spec = self.write(
+            "spec.toml",
+            rag_spec(self.checkpoint, self.context_dir, self.kb, n_docs=5, max_length=6),
+        )
+        import_hf(passages, self.kb, index, Pipeline.from_spec(self.spec).encoder, "dpr")
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.root / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Setup:
+    return Setup(tmp_path_factory.mktemp("bad-inputs"))
+
+
+def ragloom(*args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(ragloom_command(*args), capture_output=True, text=True)
+
+
+def refused(*args: object) -> str:
+    """The error a ragloom command that must fail as a user error prints (rc 1, no traceback)."""
+    result = ragloom(*args)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stderr[result.stderr.index("error: ") :]
+
+
+# --- decoding with fewer documents than n_docs, and short answers ---------------------------
+
+
+@pytest.mark.parametrize("marginalizer", ["rag-token", "rag-sequence"])
+@pytest.mark.parametrize("beams", [1, 2])
+def test_fewer_documents_than_n_docs_generate_from_those_found(
+    setup: Setup, marginalizer: str, beams: int
+) -> None:
+    overrides = {"marginalizer.type": marginalizer, "generation.num_beams": beams}
+    pipeline = Pipeline.from_spec(setup.spec, overrides)
+    (answer,) = pipeline.generate(["who wrote animal farm"])
+    assert len(answer.passages) == PASSAGES
+    assert all(passage.id >= 0 for passage in answer.passages)
+    assert np.isfinite(answer.score)
+    loss = pipeline.loss(["who wrote animal farm"], ["orwell"])
+    assert torch.isfinite(loss)
+
+
+def test_fewer_documents_give_the_answer_of_those_documents(setup: Setup) -> None:
+    asked_for_more = Pipeline.from_spec(setup.spec).generate(["paris capital"])
+    exactly = Pipeline.from_spec(setup.spec, {"pipeline.n_docs": PASSAGES}).generate(
+        ["paris capital"]
+    )
+    assert asked_for_more[0].token_ids == exactly[0].token_ids
+    assert asked_for_more[0].score == pytest.approx(exactly[0].score, abs=1e-5)
+
+
+@pytest.mark.parametrize("marginalizer", ["rag-token", "rag-sequence"])
+@pytest.mark.parametrize("beams", [1, 3])
+def test_max_length_without_room_for_an_answer_gives_an_empty_one(
+    setup: Setup, marginalizer: str, beams: int
+) -> None:
+    pipeline = Pipeline.from_spec(
+        setup.spec,
+        {"marginalizer.type": marginalizer, "generation.num_beams": beams},
+    )
+    (answer,) = pipeline.generate(["paris capital"], max_length=1)
+    assert answer.token_ids == [] and answer.text == ""
+
+
+def test_ask_with_n_docs_over_the_kb_and_beams_works_from_the_cli(setup: Setup) -> None:
+    result = ragloom(
+        "ask", setup.spec, "who wrote animal farm", "--show-passages",
+        "--set", "generation.num_beams=2", "--set", "marginalizer.type=rag-sequence",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "2. " in result.stdout and "3. " not in result.stdout
+
+
+# --- validate: impossible settings and the memory estimate -----------------------------------
+
+
+def test_validate_prints_the_memory_a_question_needs(setup: Setup) -> None:
+    result = ragloom("validate", setup.spec)
+    assert result.returncode == 0, result.stderr
+    assert "per question (retrieval" in result.stdout and "decoding" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("assignment", "message"),
+    [
+        ("pipeline.n_docs=1e8", "[pipeline] n_docs = 100000000.0: must be a whole number"),
+        ("pipeline.n_docs=true", "[pipeline] n_docs = true: must be a whole number"),
+        (
+            "generator.path=asset:smolm2",
+            '[generator] path = "asset:smolm2": no packaged model or corpus "smolm2". Did you',
+        ),
+    ],
+)
+def test_validate_refuses_bad_values_naming_the_set_argument(
+    setup: Setup, assignment: str, message: str
+) -> None:
+    error = refused("validate", setup.spec, "--set", assignment)
+    assert error.startswith(f"error: {setup.spec}: {message}")
+    assert f"(from --set {assignment})." in error
+    assert "<dict>" not in error
+
+
+def test_flash_attention_on_the_cpu_is_one_sentence(setup: Setup) -> None:
+    error = refused("validate", setup.spec, "--set", "generator.attention=flash")
+    assert error == (
+        f'error: {setup.spec}: [generator] attention = "flash" runs only on a CUDA GPU, and '
+        f'device = "cpu"; use attention = "sdpa" on the CPU.\n'
+    )
+
+
+@pytest.mark.parametrize(
+    ("assignment", "message"),
+    [
+        ("pipeline.n_docs=1000000000", "of memory available. At most n_docs = "),
+        ("generation.max_length=100000", "positions for at most 512 answer tokens"),
+    ],
+)
+def test_validate_refuses_settings_that_cannot_run(
+    setup: Setup, assignment: str, message: str
+) -> None:
+    assert message in refused("validate", setup.spec, "--set", assignment)
+
+
+def test_validate_refuses_unknown_prompt_placeholders(setup: Setup) -> None:
+    model = causal_lm_dir(setup.root / "causal")
+    spec = setup.write(
+        "causal.toml",
+        setup.spec.read_text().replace('type = "bart"', f'type = "causal-lm"\npath = "{model}"'),
+    )
+    assert ragloom("validate", spec).returncode == 0
+    line = refused("validate", spec, "--set", "generator.prompt=Q: {question} {nope}")
+    assert "[generator] prompt" in line and "{nope}" in line and "{question}" in line
+
+
+# --- the Python API ----------------------------------------------------------------------------
+
+
+def test_retrieve_nothing_returns_an_empty_result(setup: Setup) -> None:
+    retrieved = Pipeline.from_spec(setup.spec).retrieve([], k=3)
+    assert retrieved.ids.shape == (0, 3) and retrieved.doc_vectors.shape == (0, 3, 32)
+    assert retrieved.passages == []
+
+
+@pytest.mark.parametrize("k", [0, -1, True, 2.5])
+def test_retrieve_refuses_k_below_one(setup: Setup, k: object) -> None:
+    with pytest.raises(ParameterError, match="k is the number of passages per question"):
+        Pipeline.from_spec(setup.spec).retrieve(["paris"], k=k)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("question", "message"),
+    [
+        ("paris \ud800", "character 7 is the lone surrogate U+D800"),
+        (b"paris", "question 1 is bytes b'paris', not a string"),
+    ],
+)
+def test_questions_that_are_not_text_are_refused(
+    setup: Setup, question: object, message: str
+) -> None:
+    pipeline = Pipeline.from_spec(setup.spec)
+    for call in (pipeline.retrieve, pipeline.generate):
+        with pytest.raises(QuestionError, match=re.escape(message)):
+            call([question])  # type: ignore[list-item]
+
+
+def test_ask_refuses_a_question_that_is_not_utf8(setup: Setup) -> None:
+    command = [os.fsencode(arg) for arg in ragloom_command("ask", setup.spec)]
+    result = subprocess.run([*command, b"caf\xff"], capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "question 1 is not valid text: character 4 is the byte 0xff" in result.stderr
+
+
+# --- model directories and pickles -------------------------------------------------------------
+
+
+def test_a_model_directory_without_tokenizer_is_refused(setup: Setup) -> None:
+    bare = setup.root / "no-tokenizer"
+    bare.mkdir(exist_ok=True)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(setup.context_dir / name, bare / name)
+    spec = setup.write(
+        "bare.toml", setup.spec.read_text().replace(str(setup.context_dir), str(bare))
+    )
+    line = refused("ask", spec, "paris")
+    assert f"{bare} has no tokenizer: expected tokenizer.json" in line
+    assert "save_pretrained" in line
+
+
+def test_the_encoder_fingerprint_covers_the_tokenizer(setup: Setup) -> None:
+    changed = setup.root / "other-tokenizer"
+    shutil.copytree(setup.context_dir, changed, dirs_exist_ok=True)
+    config = json.loads((changed / "tokenizer_config.json").read_text())
+    config["do_lower_case"] = not config.get("do_lower_case", True)
+    (changed / "tokenizer_config.json").write_text(json.dumps(config))
+    spec = setup.write(
+        "changed.toml", setup.spec.read_text().replace(str(setup.context_dir), str(changed))
+    )
+    line = refused("validate", spec)
+    assert f"[retriever] kb {setup.kb} was encoded by dpr" in line
+
+
+def pickled_weights(directory: Path, source: Path) -> Path:
+    """A copy of the model at ``source`` whose weights are a pickle holding a Python object."""
+    from safetensors.torch import load_file
+
+    shutil.copytree(source, directory, dirs_exist_ok=True)
+    state: dict[str, object] = dict(load_file(directory / "model.safetensors"))
+    state["extra"] = argparse.Namespace(note="not a tensor")
+    torch.save(state, directory / "pytorch_model.bin")
+    (directory / "model.safetensors").unlink()
+    return directory / "pytorch_model.bin"
+
+
+def test_a_pickle_needing_more_than_tensors_is_refused_in_one_paragraph(setup: Setup) -> None:
+    weights = pickled_weights(setup.root / "pickled", setup.context_dir)
+    spec = setup.write(
+        "pickled.toml", setup.spec.read_text().replace(str(setup.context_dir), str(weights.parent))
+    )
+    line = refused("ask", spec, "paris")
+    assert f"{weights} is a pickle that holds more than tensors" in line
+    assert "argparse.Namespace" in line and "ragloom refuses it" in line
+    assert "save_pretrained(directory, safe_serialization=True)" in line
+    assert "weights_only set to False" not in line
+
+
+def test_a_rag_checkpoint_pickle_is_refused(setup: Setup) -> None:
+    weights = pickled_weights(setup.root / "pickled-rag", setup.checkpoint)
+    with pytest.raises(UnsafePickleError, match="ragloom refuses it"):
+        _ = Pipeline.from_spec(setup.spec, {"pipeline.checkpoint": str(weights.parent)}).generator
+
+
+def test_a_truncated_torch_file_is_damaged(tmp_path: Path) -> None:
+    path = tmp_path / "state.pt"
+    torch.save({"weights": torch.zeros(1000)}, path)
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(DamagedFileError, match=r"is truncated or corrupt .* Start over\."):
+        load_tensors(path, "Start over.")
+
+
+# --- command-line arguments ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def qa(setup: Setup) -> Path:
+    return setup.write("qa.jsonl", json.dumps({"question": "paris", "answers": ["paris"]}) + "\n")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["-k", "abc"], '-k: "abc" is not a list of cut-offs'),
+        (["-k", "1,0"], '"0" is not a whole number of at least 1'),
+        (["--limit", "0"], "--limit: 0 is not allowed"),
+        (["--sweep", "pipeline.n_docs=2,x"], "(from --sweep pipeline.n_docs=x)"),
+    ],
+)
+def test_eval_refuses_bad_options(setup: Setup, qa: Path, options: list[str], message: str) -> None:
+    assert message in refused("eval", setup.spec, "--data", qa, "--out", setup.root / "e", *options)
+
+
+def test_index_commands_refuse_bad_options(setup: Setup) -> None:
+    pickled, wrong_dim = setup.root / "pickled.npy", setup.root / "wrong.npy"
+    np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.save(wrong_dim, np.zeros((3, 5), np.float32))
+    compare = (
+        "index",
+        "compare",
+        setup.kb,
+        "--types",
+        "faiss-exact",
+        "--plot",
+        setup.root / "p.png",
+    )
+    assert "-k: 0 is not allowed" in refused(*compare, "-k", "0")
+    assert "cannot be read as a numpy .npy array" in refused(*compare, "--queries", pickled)
+    assert "shape [3, 5]" in refused(*compare, "--queries", wrong_dim)
+    build = ("index", "build", setup.kb, "--type", "faiss-exact")
+    assert "--shards: 0 is not allowed" in refused(*build, "--shards", "0")
+    assert "--shards: -2 is not allowed" in refused(*build, "--shards", "-2")
+    line = refused(*build, "--shards", str(PASSAGES + 1))
+    assert f"must be between 1 and {PASSAGES}" in line
+    line = refused("index", "build", setup.kb, "--type", "faiss-hnsw", "--param", "M=x")
+    assert line.startswith("error: --type faiss-hnsw: [retriever.index] M")
+    assert "(from --param M=x)" in line
