@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from conftest import ragloom_command
-from ragloom import Pipeline
+from ragloom import Pipeline, RagloomError
 from ragloom.errors import ParameterError, QuestionError
 from ragloom.kb.hf import import_hf
 from ragloom.testing.tiny_models import (
@@ -321,6 +321,7 @@ def test_index_commands_refuse_bad_options(setup: Setup) -> None:
         setup.root / "p.png",
     )
     assert "-k: 0 is not allowed" in refused(*compare, "-k", "0")
+    assert f"more than the {PASSAGES} vectors" in refused(*compare, "-k", str(PASSAGES + 1))
     assert "cannot be read as a numpy .npy array" in refused(*compare, "--queries", pickled)
     assert "shape [3, 5]" in refused(*compare, "--queries", wrong_dim)
     build = ("index", "build", setup.kb, "--type", "faiss-exact")
@@ -331,3 +332,23 @@ def test_index_commands_refuse_bad_options(setup: Setup) -> None:
     line = refused("index", "build", setup.kb, "--type", "faiss-hnsw", "--param", "M=x")
     assert line.startswith("error: --type faiss-hnsw: [retriever.index] M")
     assert "(from --param M=x)" in line
+
+
+@pytest.mark.parametrize("damage", ["truncate", "progress"])
+def test_a_damaged_training_state_says_how_to_go_on(tmp_path: Path, damage: str) -> None:
+    from ragloom.training.state import Progress, load_state, save_state
+
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer)
+    save_state(tmp_path, {"model": model}, optimizer, scheduler, Progress("run-1", step=3))
+    state = tmp_path / "state"
+    if damage == "truncate":
+        (state / "state.pt").write_bytes((state / "state.pt").read_bytes()[:200])
+    else:
+        (state / "progress.json").write_text('{"run": "run-1", "step": ')
+    with pytest.raises(RagloomError) as excinfo:
+        load_state(tmp_path, {"model": model}, optimizer, scheduler, "run-1")
+    message = str(excinfo.value)
+    assert "The run's training state is damaged" in message
+    assert f"Delete {state} and rerun the same command" in message

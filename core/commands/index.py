@@ -81,6 +81,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     at_least_one("-k", args.k)
     at_least_one("--num-queries", args.num_queries)
     kb = KnowledgeBase.open(Path(args.kb))
+    if args.k > len(kb):
+        raise SpecError(
+            "-k", [f"{args.k} neighbours is more than the {len(kb)} vectors of {args.kb} hold."]
+        )
     types = [name.strip() for name in args.types.split(",") if name.strip()]
     if not types:
         raise SpecError("--types", ["name at least one index type, e.g. faiss-exact,hnsw."])
