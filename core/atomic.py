@@ -66,14 +66,14 @@ def _fsync_path(path: Path) -> None:
 def raise_if_out_of_space(error: BaseException, target: Path) -> None:
     """Raise ``error`` as a :class:`WriteError` about ``target`` when it is a full disk, a quota
     or a file-size limit; return otherwise (the caller re-raises ``error`` unchanged)."""
-    if isinstance(error, OSError) and error.errno in NO_SPACE:
+    if isinstance(error, OSError) and _out_of_space(error):
         reason = error.strerror or str(error)
     elif isinstance(error, RuntimeError) and _native_write_failure(error, target):
         reason = str(error).strip().splitlines()[-1]
     else:
         return
     try:
-        free = f"; {shutil.disk_usage(_existing_parent(target)).free / 2**20:.1f} MiB free there"
+        free = f"; {byte_size(shutil.disk_usage(_existing_parent(target)).free)} free there"
     except OSError:
         free = ""
     raise WriteError(
@@ -81,6 +81,14 @@ def raise_if_out_of_space(error: BaseException, target: Path) -> None:
         f"(quota, `ulimit -f`). Nothing was replaced; free some space (or choose another output "
         f"path) and run the command again: it resumes or starts over cleanly."
     ) from None
+
+
+def _out_of_space(error: OSError) -> bool:
+    """Whether ``error`` is a full disk, a quota or a size limit (pyarrow's IO errors carry the
+    errno only in their text)."""
+    if error.errno in NO_SPACE:
+        return True
+    return error.errno is None and any(os.strerror(code) in str(error) for code in NO_SPACE)
 
 
 def _native_write_failure(error: RuntimeError, target: Path) -> bool:
@@ -109,9 +117,17 @@ def ensure_free_space(directory: Path, needed: int, what: str) -> None:
     free = shutil.disk_usage(_existing_parent(directory)).free
     if needed > free:
         raise WriteError(
-            f"{what} needs {needed / 2**30:.2f} GiB but {directory} has {free / 2**30:.2f} GiB "
-            f"free. Free some space or choose an output path on another disk."
+            f"{what} needs {byte_size(needed)} but it has {byte_size(free)} free there. Free "
+            f"some space or choose an output path on another disk."
         )
+
+
+def byte_size(count: float) -> str:
+    """``count`` bytes for a person: ``512 B``, ``3.4 MiB``, ``1.20 GiB``."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= scale:
+            return f"{count / scale:.{2 if unit == 'GiB' else 1}f} {unit}"
+    return f"{int(count)} B"
 
 
 def reserve(path: Path, size: int) -> None:

@@ -7,6 +7,7 @@ it. A method whose component the spec does not declare raises :class:`MissingCom
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ class Pipeline:
         types = {table: component.type for table, component in spec.components.items()}
         self.context = BuildContext(spec.base_dir, spec.pipeline, self.component, types)
         self._built: dict[str, Any] = {}
+        self._building = threading.RLock()  # first uses from several threads build once
         self._checked_compatibility = False
 
     @classmethod
@@ -72,17 +74,23 @@ class Pipeline:
     # --- components -------------------------------------------------------------------------
 
     def component(self, table: str, needed_by: str = "this call") -> Any:
-        """The component declared in ``[table]``, built on first use."""
+        """The component declared in ``[table]``, built on first use (once, however many
+        threads ask at the same time)."""
         if table not in self._built:
-            declared = self.spec.components.get(table)
-            if declared is None:
-                kinds = ", ".join(self.registry.names(table)) or "none registered"
-                raise MissingComponentError(
-                    f"{needed_by} needs a {table}, but the spec {self.spec.source} has no "
-                    f'[{table}] table. Add one with type = "..." ({table} types: {kinds}).'
-                )
-            self._built[table] = self._build(declared)
+            with self._building:
+                if table not in self._built:
+                    self._built[table] = self._build(self._declared(table, needed_by))
         return self._built[table]
+
+    def _declared(self, table: str, needed_by: str) -> ComponentSpec:
+        declared = self.spec.components.get(table)
+        if declared is None:
+            kinds = ", ".join(self.registry.names(table)) or "none registered"
+            raise MissingComponentError(
+                f"{needed_by} needs a {table}, but the spec {self.spec.source} has no "
+                f'[{table}] table. Add one with type = "..." ({table} types: {kinds}).'
+            )
+        return declared
 
     def _build(self, declared: ComponentSpec) -> Any:
         """Build a component, never in inference mode (its weights may be trained later)."""

@@ -23,6 +23,29 @@ TESTS = Path(__file__).parent
 REPO = TESTS.parent
 
 
+TINY_ENCODER_SPEC = """
+schema = 1
+[encoder]
+type = "dpr"
+path = "{model}"
+pooling = "mean"
+normalize = true
+"""
+"""A spec whose only table is a tiny random BERT encoder at ``{model}`` (tiny_models.bert_dir)."""
+
+
+def write_documents(path: Path, count: int, seed: int = 4) -> None:
+    """``count`` generated JSONL documents (id, title, text of about 24 words)."""
+    import json
+
+    from ragloom.testing.tiny_models import corpus
+
+    with path.open("w", encoding="utf-8") as handle:
+        for number, text in enumerate(corpus(count, seed=seed)):
+            doubled = f"{text} {text}"
+            handle.write(json.dumps({"id": number, "title": text[:12], "text": doubled}) + "\n")
+
+
 def ragloom_command(*args: object) -> list[str]:
     """The command line that runs ``ragloom ARGS...`` with this interpreter."""
     return [sys.executable, "-m", "ragloom.cli", *(str(arg) for arg in args)]

@@ -11,19 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import kill_midway, ragloom_command
+from conftest import TINY_ENCODER_SPEC as SPEC
+from conftest import kill_midway, ragloom_command, write_documents
 from ragloom.cli import main
 from ragloom.kb import KnowledgeBase
-from ragloom.testing.tiny_models import bert_dir, corpus
-
-SPEC = """
-schema = 1
-[encoder]
-type = "dpr"
-path = "{model}"
-pooling = "mean"
-normalize = true
-"""
+from ragloom.testing.tiny_models import bert_dir
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +25,6 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "spec.toml").write_text(SPEC.format(model=model), encoding="utf-8")
     write_documents(root / "docs.jsonl", 200)
     return root
-
-
-def write_documents(path: Path, count: int, seed: int = 4) -> None:
-    with path.open("w", encoding="utf-8") as handle:
-        for number, text in enumerate(corpus(count, seed=seed)):
-            doubled = f"{text} {text}"
-            handle.write(json.dumps({"id": number, "title": text[:12], "text": doubled}) + "\n")
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -97,7 +82,8 @@ def test_kb_info_lists_manifest_and_indexes(
     assert status == 0
     status, out, _ = run(capsys, "kb", "info", str(built), "--verify")
     assert status == 0
-    assert "passages         600" in out and "passages checksum: ok" in out
+    assert "passages         600" in out and "verify knowledge base: 2 files, ok" in out
+    assert "verify index faiss-compressed" in out
     assert "faiss-compressed-factoryIVF4.PQ8x4-seed0-train_size262144" in out
 
 

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..artifacts import check_outside
-from ..errors import RagloomError
+from ..artifacts import absolute, check_outside, claim
+from ..errors import IndexFileError, RagloomError
 from ..spec import Spec
 from ..spec.problems import toml_value
 from .common import add_set_option, add_write_options, input_key, spec_from_args, table_lines
@@ -24,8 +24,10 @@ def build_from_args(args: argparse.Namespace, out: Path) -> Any:
     ``--ray``."""
     from ..kb import build_knowledge_base, read_documents
     from ..kb.documents import passages
+    from ..kb.manifest import KB_KIND
 
     check_outside(out, {"input": Path(args.input), "spec": Path(args.spec)})
+    claim(absolute(out), KB_KIND)  # before the encoder loads; checked again under the lock
     spec = spec_from_args(args.spec, args.set)
     encoder, encoder_type = _encoder(spec)
     documents = passages(read_documents(Path(args.input), args.format), args.split_words)
@@ -100,9 +102,7 @@ def add_ray_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from ..digest import file_sha256
     from ..kb import KnowledgeBase
-    from ..kb.passages import PASSAGES_FILE
 
     kb = KnowledgeBase.open(Path(args.kb))
     m = kb.manifest
@@ -116,10 +116,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("built by", f"ragloom {m.ragloom_version}"),
     ]
     print("\n".join(table_lines(rows, indent="  ")))
-    if args.verify:
-        actual = file_sha256(kb.directory / PASSAGES_FILE)
-        verdict = "ok" if actual == m.passages_sha256 else f"MISMATCH ({actual})"
-        print(f"  passages checksum: {verdict}")
+    problems = verify(kb) if args.verify else []
     indexes = kb.index_manifests()
     print(f"indexes ({len(indexes)})")
     built = [
@@ -132,7 +129,33 @@ def cmd_info(args: argparse.Namespace) -> int:
         for path, manifest in indexes
     ]
     print("\n".join(table_lines(built, indent="  ")))
-    return 1 if args.verify and actual != m.passages_sha256 else 0
+    if problems:
+        raise IndexFileError(
+            f"{len(problems)} damaged file(s) in {kb.directory}: {'; '.join(problems)}. Rebuild "
+            f"what they belong to: the knowledge base with `ragloom kb build ... --force`, an "
+            f"index with `ragloom index build {kb.directory} --type TYPE`."
+        )
+    return 0
+
+
+def verify(kb: Any) -> list[str]:
+    """Check every file of ``kb`` and of its indexes against their manifests' sizes and
+    checksums, printing a line for each artifact; returns the problems found."""
+    from ..kb.manifest import file_problems
+
+    artifacts = [(kb.directory, kb.manifest.files, "knowledge base")]
+    artifacts += [
+        (path, manifest.files, f"index {path.name}") for path, manifest in kb.index_manifests()
+    ]
+    problems = []
+    for directory, files, what in artifacts:
+        if files is None:
+            print(f"  verify {what}: no checksums recorded (built by an older ragloom)")
+            continue
+        found = file_problems(directory, files, checksums=True)
+        print(f"  verify {what}: {len(files)} files, " + ("ok" if not found else "DAMAGED"))
+        problems += found
+    return problems
 
 
 def cmd_import_hf(args: argparse.Namespace) -> int:
@@ -178,7 +201,11 @@ def add_to(commands: Any) -> None:
 
     info = actions.add_parser("info", help="what a knowledge base holds, and its indexes")
     info.add_argument("kb")
-    info.add_argument("--verify", action="store_true", help="recompute the passages checksum")
+    info.add_argument(
+        "--verify",
+        action="store_true",
+        help="check every file of the KB and its indexes against the manifests' checksums",
+    )
     info.set_defaults(handler=cmd_info)
 
     importer = actions.add_parser(

@@ -7,15 +7,20 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import add_set_option, spec_from_args
+from ..artifacts import check_outside
+from .common import add_set_option, add_write_options, spec_from_args
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..training import train
     from ..training.export import SPEC_FILE
 
+    dev = Path(args.dev) if args.dev else None
+    check_outside(
+        Path(args.out), {"spec": Path(args.spec), "data file": Path(args.data), "dev file": dev}
+    )
     spec = spec_from_args(args.spec, args.set)
-    result = train(spec, Path(args.data), Path(args.out), Path(args.dev) if args.dev else None)
+    result = train(spec, Path(args.data), Path(args.out), dev)
     loss = "-" if result.loss is None else f"{result.loss:.4f}"
     print(f"trained {result.steps} steps; last step's loss {loss}")
     if result.best is not None:
@@ -34,4 +39,5 @@ def add_to(commands: Any) -> None:
     training.add_argument("--dev", help="dev JSONL evaluated every [train] eval_every steps")
     training.add_argument("--out", required=True, help="run directory; rerun to resume")
     add_set_option(training)
+    add_write_options(training)
     training.set_defaults(handler=cmd_train)

@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-from .. import atomic
+from .. import atomic, locks
+from ..artifacts import absolute, claim, file_marker
 from ..digest import file_sha256
 from ..errors import RagloomError
 from ..evaluation import QAItem, evaluate, read_qa
@@ -35,6 +36,8 @@ from .export import export_checkpoint
 from .state import Progress, load_state, save_state
 
 log = logging.getLogger(__name__)
+
+RUN_KIND = file_marker("training run", "history.jsonl")
 
 PARTS = {"question_encoder": "encoder", "generator": "generator"}
 """Trainable part → the spec table of the component that owns it."""
@@ -60,7 +63,17 @@ class TrainResult:
 
 def train(spec: Spec, data: Path, out: Path, dev: Path | None = None) -> TrainResult:
     """Fine-tune the pipeline of ``spec`` on the QA file ``data`` as its ``[train]`` table says,
-    writing to ``out``; resumes from ``out/state/`` when a killed run left one."""
+    writing to ``out``; resumes from ``out/state/`` when a killed run left one.
+
+    ``out`` is locked for the run (a second run of it waits) and must be new, empty or a
+    training run's directory."""
+    out = absolute(out)
+    with locks.exclusive(out):
+        claim(out, RUN_KIND)
+        return _train(spec, data, out, dev)
+
+
+def _train(spec: Spec, data: Path, out: Path, dev: Path | None) -> TrainResult:
     settings = spec.train
     items = read_qa(data)
     dev_items = read_qa(dev)[: settings.dev_limit] if dev is not None else []
