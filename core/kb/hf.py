@@ -13,12 +13,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import atomic
+from ..artifacts import file_marker
 from ..context import Declared
 from ..digest import file_sha256
 from ..errors import IndexFileError, MismatchError, RagloomError
 from .documents import Document
-from .knowledge_base import EMBEDDINGS_FILE, INDEX_SUBDIR, KnowledgeBase
-from .manifest import EncoderRecord, IndexManifest, KBManifest, ragloom_version
+from .knowledge_base import EMBEDDINGS_FILE, INDEX_SUBDIR, KnowledgeBase, record_kb_files
+from .manifest import (
+    KB_KIND,
+    EncoderRecord,
+    IndexManifest,
+    KBManifest,
+    ragloom_version,
+    record_files,
+)
 from .passages import PASSAGES_FILE, write_passages
 from .saved_dataset import kb_embeddings, load_kb_dataset
 
@@ -28,6 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 UNVERIFIED = "unverified"
+EXPORT_MANIFEST = "ragloom-manifest.json"
+EXPORT_KIND = file_marker("transformers knowledge base export", EXPORT_MANIFEST)
 VERIFY_SAMPLE = 16
 
 
@@ -66,7 +76,7 @@ def import_hf(
     embeddings = kb_embeddings(passages_dir, dataset)
     count, dim = embeddings.shape
     fingerprint = _verified_fingerprint(dataset, embeddings, encoder)
-    with atomic.directory(out) as staging:
+    with atomic.directory(out, KB_KIND) as staging:
         documents = (
             Document(row["title"] or "", row["text"], str(number))
             for number, row in enumerate(dataset.select_columns(["title", "text"]))
@@ -81,6 +91,7 @@ def import_hf(
             encoder=EncoderRecord(type=encoder_type, fingerprint=fingerprint),
             passages_sha256=file_sha256(staging / PASSAGES_FILE),
             source={"imported_from": str(passages_dir)},
+            files=record_kb_files(staging),
         )
         manifest.write(staging)
         if index_file is not None:
@@ -144,6 +155,7 @@ def _import_index(index_file: Path, staging: Path, manifest: KBManifest) -> None
     target = KnowledgeBase.index_path_in(staging, declared)
     wrapped.save(target / INDEX_SUBDIR)
     IndexManifest(
+        files=record_files(target),
         type=type_name,
         params=declared.params.model_dump(mode="json"),
         dim=manifest.dim,
@@ -187,7 +199,7 @@ def export_hf(kb: KnowledgeBase, out: Path) -> tuple[Path, Path]:
 
     datasets = _datasets()
     passages_dir, index_path = out / "passages", out / "index.faiss"
-    with atomic.directory(out) as staging:
+    with atomic.directory(out, EXPORT_KIND) as staging:
         titles, texts = kb.passages.columns(0, len(kb))
         embeddings = np.asarray(kb.embeddings, dtype=np.float32)
         features = datasets.Features(
@@ -204,5 +216,5 @@ def export_hf(kb: KnowledgeBase, out: Path) -> tuple[Path, Path]:
         index = faiss.IndexFlatIP(kb.dim)
         index.add(embeddings)
         faiss.write_index(index, str(staging / "index.faiss"))
-        shutil.copy(kb.directory / "manifest.json", staging / "ragloom-manifest.json")
+        shutil.copy(kb.directory / "manifest.json", staging / EXPORT_MANIFEST)
     return passages_dir, index_path

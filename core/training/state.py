@@ -13,10 +13,12 @@ from typing import Any
 import torch
 
 from .. import atomic
+from ..artifacts import file_marker
 from ..errors import RagloomError
 from ..torch_files import first_line, load_tensors
 
 STATE_DIRECTORY = "state"
+STATE_KIND = file_marker("training state", "progress.json")
 
 
 class TrainingStateError(RagloomError):
@@ -53,7 +55,7 @@ def save_state(
         "cpu_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
-    with atomic.directory(out / STATE_DIRECTORY) as staging:
+    with atomic.directory(out / STATE_DIRECTORY, STATE_KIND, root=out) as staging:
         torch.save(state, staging / "state.pt")
         (staging / "progress.json").write_text(json.dumps(asdict(progress), indent=1) + "\n")
 
