@@ -319,6 +319,8 @@ def test_index_commands_refuse_bad_options(setup: Setup) -> None:
         "faiss-exact",
         "--plot",
         setup.root / "p.png",
+        "-k",
+        "1",
     )
     assert "-k: 0 is not allowed" in refused(*compare, "-k", "0")
     assert f"more than the {PASSAGES} vectors" in refused(*compare, "-k", str(PASSAGES + 1))
