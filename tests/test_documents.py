@@ -31,6 +31,7 @@ BAD_INPUTS = [
         b'id,text\n1,"hello\n2,world\n3,more\n',
         r":2: a quoted field opens here and never",
     ),
+    ("mac.csv", b"id,text\r1,a\r2,b\r", r":1: lines end with a lone carriage return"),
     (
         "later.tsv",
         b'id\ttext\ttitle\n1\t"two\nlines"\t"open\n2\tb\tc\n',

@@ -123,7 +123,14 @@ class TextLines:
                 f"{error.start + 1} of the line); convert the file to UTF-8, e.g. "
                 f"`iconv -f latin1 -t utf-8`."
             ) from None
-        return text.removeprefix(BYTE_ORDER_MARK) if self.number == 1 else text
+        if self.number > 1:
+            return text
+        if "\r" in text.removesuffix("\n").removesuffix("\r"):
+            raise DocumentsError(
+                f"{where}: lines end with a lone carriage return (classic Mac line endings); "
+                f"convert them to newlines, e.g. `tr '\\r' '\\n'`."
+            )
+        return text.removeprefix(BYTE_ORDER_MARK)
 
 
 def _json_lines(lines: TextLines) -> Iterator[tuple[int, Any]]:
