@@ -14,13 +14,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import atomic
+from . import atomic, locks
+from .artifacts import absolute, claim, json_marker
 from .errors import RagloomError
+from .kb.documents import described, json_records, string_field
 from .metrics import exact_match, f1, has_answer
 from .protocols import Answer
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
+
+
+EVAL_MARKER = "ragloom-eval.json"
+EVAL_KIND = json_marker("evaluation", EVAL_MARKER, format="ragloom-eval")
 
 
 class QADataError(RagloomError):
@@ -36,28 +42,26 @@ class QAItem:
 
 def read_qa(path: Path) -> list[QAItem]:
     """Every line of a JSONL QA file, checked before anything runs: ``question`` (a non-empty
-    string) and ``answers`` (a non-empty list of strings) are required, ``title`` optional."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise QADataError(f"{path}: cannot be read ({error}).") from None
+    string) and ``answers`` (a non-empty list of strings) are required, ``title`` (a string)
+    optional. Lines are read as documents are (:func:`ragloom.kb.documents.json_records`)."""
     items = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise QADataError(f"{path}:{number}: not valid JSON ({error.msg}).") from None
-        question, answers = row.get("question"), row.get("answers")
-        if not isinstance(question, str) or not question.strip():
-            raise QADataError(f'{path}:{number}: "question" must be a non-empty string.')
+    for number, row in json_records(path):
+        where = f"{path}:{number}"
+        if not isinstance(row, dict):
+            raise QADataError(
+                f'{where}: expected an object with "question" and "answers", found '
+                f"{described(row)}."
+            )
+        question, answers = string_field(where, row, "question"), row.get("answers")
+        if not question.strip():
+            raise QADataError(f'{where}: "question" must be a non-empty string.')
         if not (isinstance(answers, list) and answers and all(isinstance(a, str) for a in answers)):
             raise QADataError(
-                f'{path}:{number}: "answers" must be a non-empty list of strings, '
+                f'{where}: "answers" must be a non-empty list of strings, '
                 f'e.g. ["George Orwell", "Orwell"].'
             )
-        items.append(QAItem(question.strip(), answers, row.get("title")))
+        title = string_field(where, row, "title") or None
+        items.append(QAItem(question.strip(), answers, title))
     if not items:
         raise QADataError(f"{path}: no questions.")
     return items
@@ -90,12 +94,25 @@ def evaluate(
     generate: bool = True,
 ) -> Summary:
     """Answer every question (one at a time, for latency) and write ``out/``:
-    ``questions.jsonl`` (as it goes), ``summary.json``, ``spec.toml``, ``index-manifest.json``.
-    Without ``generate``, only retrieval runs (recall; exact match and F1 stay 0, latency is
-    retrieval's)."""
+    ``ragloom-eval.json`` (what ``out`` is), ``questions.jsonl`` (as it goes), ``summary.json``,
+    ``spec.toml``, ``index-manifest.json``. Without ``generate``, only retrieval runs (recall;
+    exact match and F1 stay 0, latency is retrieval's).
+
+    ``out`` is locked while it is written and must be new, empty or an earlier evaluation."""
+    out = absolute(out)
+    with locks.exclusive(out):
+        claim(out, EVAL_KIND)
+        out.mkdir(parents=True, exist_ok=True)
+        marker = {"format": "ragloom-eval", "spec": str(pipeline.spec.source)}
+        atomic.write_text(out / EVAL_MARKER, json.dumps(marker) + "\n")
+        return _evaluate(pipeline, items, out, ks, generate)
+
+
+def _evaluate(
+    pipeline: Pipeline, items: Sequence[QAItem], out: Path, ks: Sequence[int], generate: bool
+) -> Summary:
     from tqdm import tqdm
 
-    out.mkdir(parents=True, exist_ok=True)
     atomic.write_text(out / "spec.toml", pipeline.to_spec())
     scores: dict[str, list[float]] = {"em": [], "f1": [], "latency": []}
     hits: dict[int, list[float]] = {k: [] for k in ks}

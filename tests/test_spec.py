@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel, ConfigDict
 
 from ragloom import SpecError, load_spec
 from ragloom.registry import Registry
@@ -301,3 +304,42 @@ def test_round_trip_property(
     }
     spec = load_spec(data, registry=toy_registry)
     assert load_spec(tomllib.loads(spec.to_toml()), registry=toy_registry) == spec
+
+
+class Mode(enum.Enum):
+    FAST = "fast"
+
+
+class RicherGenerator:
+    """A plugin component whose keys are a tuple, a Path, an Enum and an int."""
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        sizes: tuple[int, ...] = ()
+        where: Path = Path(".")
+        mode: Mode = Mode.FAST
+        count: int = 1
+
+
+def test_strict_types_still_read_a_plugins_tuples_paths_and_enums(
+    write_spec: WriteSpec, toy_registry: Registry, register: Any
+) -> None:
+    """Strictness refuses true for an int, "5" for 5 and 1e8 for an int, but TOML has no tuple,
+    Path or Enum: its arrays and strings fill them, as they did before."""
+    register("generator", "richer", RicherGenerator)
+    text = VALID.replace('type = "toy"\npath', 'type = "richer"\npath').replace(
+        'path = "models/bart"\nattention = "eager"',
+        'sizes = [1, 2]\nwhere = "a/b"\nmode = "fast"\ncount = 3',
+    )
+    params = load_spec(write_spec(text), registry=toy_registry).components["generator"].params
+    assert (params.sizes, params.where, params.mode, params.count) == (
+        (1, 2),
+        Path("a/b"),
+        Mode.FAST,
+        3,
+    )
+    for bad in ("true", '"5"', "1e8"):
+        with pytest.raises(SpecError, match=r"\[generator\] count"):
+            load_spec(
+                write_spec(text.replace("count = 3", f"count = {bad}")), registry=toy_registry
+            )

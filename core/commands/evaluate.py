@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..artifacts import check_outside
 from ..spec.overrides import CliText
-from .common import add_set_option, spec_from_args, table_lines
+from .common import add_set_option, add_write_options, spec_from_args, table_lines
 from .options import at_least_one, cutoffs
 
 SHARED_TABLES = ("encoder", "generator", "marginalizer")
@@ -40,6 +41,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     ks = cutoffs("-k", args.k)
     items = read_qa(Path(args.data))[: args.limit]
     out = Path(args.out or f"runs/eval-{time.strftime('%Y%m%d-%H%M%S')}")
+    check_outside(out, {"spec": Path(args.spec), "data file": Path(args.data)})
     base = Pipeline.from_spec(spec_from_args(args.spec, args.set))
     rows: list[list[Any]] = [["VARIANT", "EM", "F1", *[f"R@{k}" for k in ks], "p50 s", "p90 s"]]
     for variant in variants(args.sweep):
@@ -65,6 +67,7 @@ def add_to(commands: Any) -> None:
     evaluation.add_argument("spec", help="path to a TOML spec")
     evaluation.add_argument("--data", required=True, help="JSONL: question, answers[, title]")
     evaluation.add_argument("--out", help="run directory (default runs/eval-<time>)")
+    add_write_options(evaluation)
     evaluation.add_argument("-k", default="1,5,10", help="recall cut-offs (default 1,5,10)")
     evaluation.add_argument("--limit", type=int, help="first N questions only")
     evaluation.add_argument(

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from ..artifacts import absolute, check_outside, claim
-from ..errors import IndexFileError, RagloomError
+from ..errors import IndexFileError, RagloomError, SpecError
 from ..spec import Spec
 from ..spec.problems import toml_value
 from .common import add_set_option, add_write_options, input_key, spec_from_args, table_lines
+from .options import at_least_one
 
 
 def _encoder(spec: Spec) -> tuple[Any, str]:
@@ -26,6 +27,12 @@ def build_from_args(args: argparse.Namespace, out: Path) -> Any:
     from ..kb.documents import passages
     from ..kb.manifest import KB_KIND
 
+    for option in ("batch_size", "chunk_size", "num_cpus"):
+        at_least_one(f"--{option.replace('_', '-')}", getattr(args, option))
+    if args.flush_seconds < 0:
+        raise SpecError(
+            "--flush-seconds", [f"{args.flush_seconds} is negative; 0 saves after every batch."]
+        )
     check_outside(out, {"input": Path(args.input), "spec": Path(args.spec)})
     claim(absolute(out), KB_KIND)  # before the encoder loads; checked again under the lock
     spec = spec_from_args(args.spec, args.set)

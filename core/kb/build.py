@@ -245,10 +245,14 @@ def stage_passages(
     staging.mkdir(parents=True, exist_ok=True)
     atomic.write_text(staging / INPUT_FILE, json.dumps(input_key))
     incoming = staging / f"{PASSAGES_FILE}.incoming"
-    count, lengths = write_passages(incoming, documents)
-    if count == 0:
-        shutil.rmtree(staging)
-        raise ValueError("no passages to index: the input has no non-empty text.")
+    try:
+        count, lengths = write_passages(incoming, documents)
+        if count == 0:
+            raise ValueError("no passages to index: the input has no non-empty text.")
+    except BaseException:
+        incoming.unlink(missing_ok=True)
+        _discard_unless_resumable(staging)
+        raise
     checksum = file_sha256(incoming)
     previous = staging / PASSAGES_FILE
     if previous.exists() and file_sha256(previous) == checksum:
@@ -270,6 +274,12 @@ def _clear_other_input(staging: Path, input_key: Any) -> None:
         shutil.rmtree(staging)
 
 
+def _discard_unless_resumable(staging: Path) -> None:
+    """Remove a staging directory that holds no encoding progress worth resuming."""
+    if not (staging / PROGRESS_FILE).exists():
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def _refuse_other_corpus(out: Path, staged: StagedPassages, force: bool) -> None:
     """Refuse to replace the KB at ``out`` by one of other passages unless ``force``."""
     if force or not KB_KIND.recognizes(out):
@@ -280,8 +290,7 @@ def _refuse_other_corpus(out: Path, staged: StagedPassages, force: bool) -> None
         return  # a damaged KB is replaced by the new build
     if existing.passages_sha256 == staged.checksum:
         return
-    if not (staged.directory / PROGRESS_FILE).exists():
-        shutil.rmtree(staged.directory)
+    _discard_unless_resumable(staged.directory)
     origin = existing.source.get("input") or existing.source.get("asset") or "another input"
     raise ArtifactError(
         f"{out} is a knowledge base of other passages ({existing.count} passages from "
@@ -300,6 +309,8 @@ def resumable_progress(staging: Path, plan: dict[str, Any]) -> dict[str, Any] | 
             recorded = json.loads(progress.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
             recorded = {}
+        if not isinstance(recorded, dict):
+            recorded = {}  # damaged: start over
         if {key: recorded.get(key) for key in plan} == plan:
             return recorded
         log.info(

@@ -7,6 +7,7 @@ import json
 import reprlib
 import sys
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -78,15 +79,27 @@ def read_documents(path: Path, format: str | None = None) -> Iterator[Document]:
 
 
 def _read(path: Path, kind: str) -> Iterator[Document]:
+    with _opened(path) as lines:
+        rows = _json_lines(lines) if kind == "jsonl" else _table(lines, kind)
+        for line, row in rows:
+            yield _document(path, line, row)
+
+
+def json_records(path: Path) -> Iterator[tuple[int, Any]]:
+    """``(line number, value)`` for every non-blank line of the JSONL file ``path``, each line
+    checked as the documents' are (UTF-8, no NUL byte, valid and not too deep JSON)."""
+    with _opened(path) as lines:
+        yield from _json_lines(lines)
+
+
+@contextmanager
+def _opened(path: Path) -> Iterator[TextLines]:
     try:
         handle = path.open("rb")
     except OSError as error:
         raise DocumentsError(f"{path}: cannot be read ({error.strerror}).") from None
     with handle:
-        lines = TextLines(path, handle)
-        rows = _json_lines(lines) if kind == "jsonl" else _table(lines, kind)
-        for line, row in rows:
-            yield _document(path, line, row)
+        yield TextLines(path, handle)
 
 
 class TextLines:
@@ -226,21 +239,21 @@ def _document(path: Path, line: int, row: Any) -> Document:
     where = f"{path}:{line}"
     if not isinstance(row, dict):
         raise DocumentsError(
-            f'{where}: expected an object with a "text" field, found {_described(row)}.'
+            f'{where}: expected an object with a "text" field, found {described(row)}.'
         )
     if row.get("text") is None:
         raise DocumentsError(f'{where}: no "text" string in this record.')
-    title, text = _string(where, row, "title"), _string(where, row, "text")
+    title, text = string_field(where, row, "title"), string_field(where, row, "text")
     return Document(title, text, _source(where, line, row))
 
 
-def _string(where: str, row: dict[str, Any], key: str) -> str:
+def string_field(where: str, row: dict[str, Any], key: str) -> str:
     """``row[key]``, a string ("" when absent or null)."""
     value = row.get(key)
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise DocumentsError(f'{where}: "{key}" must be a string, found {_described(value)}.')
+        raise DocumentsError(f'{where}: "{key}" must be a string, found {described(value)}.')
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as error:
@@ -258,12 +271,12 @@ def _source(where: str, line: int, row: dict[str, Any]) -> str:
         return str(line)
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise DocumentsError(
-            f'{where}: "id" must be a string or a number, found {_described(value)}.'
+            f'{where}: "id" must be a string or a number, found {described(value)}.'
         )
-    return _string(where, row, "id") if isinstance(value, str) else str(value)
+    return string_field(where, row, "id") if isinstance(value, str) else str(value)
 
 
-def _described(value: Any) -> str:
+def described(value: Any) -> str:
     """A JSON value for a message: its kind and a shortened repr (``a list [1, 2]``)."""
     if value is None:
         return "null"

@@ -21,7 +21,7 @@ from .manifest import (
     record_files,
     verify_files,
 )
-from .passages import PASSAGES_FILE, ArrowPassageStore
+from .passages import PASSAGES_FILE, ArrowPassageStore, check_ids
 from .shards import Shard
 
 if TYPE_CHECKING:
@@ -119,6 +119,7 @@ class KnowledgeBase:
         flat = np.asarray(ids, dtype=np.int64).reshape(-1)
         out = np.zeros((len(flat), self.dim), np.float32)
         valid = flat >= 0
+        check_ids(flat[valid], len(self), self.directory / EMBEDDINGS_FILE)
         if valid.any():
             rows = flat[valid]
             order = np.argsort(rows, kind="stable")

@@ -62,6 +62,21 @@ def write_passages(path: Path, documents: Iterable[Document]) -> tuple[int, list
     return count, lengths
 
 
+def check_ids(ids: Iterable[int], count: int, where: Path) -> None:
+    """Refuse passage ids outside ``0..count-1``: an index that returns them was built for
+    another knowledge base (or damaged)."""
+    import numpy as np
+
+    given = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64)
+    outside = given[(given < 0) | (given >= count)].tolist()
+    if outside:
+        raise IndexFileError(
+            f"passage ids {outside[:10]} are outside 0..{count - 1} of {where}: the index that "
+            f"returned them belongs to another knowledge base or is damaged. Rebuild it with "
+            f"`ragloom index build {where.parent} --type TYPE`."
+        )
+
+
 class ArrowPassageStore:
     """The passages of a KB, memory-mapped (nothing is read until asked for)."""
 
@@ -84,10 +99,7 @@ class ArrowPassageStore:
         return int(self._table.num_rows)
 
     def get(self, ids: Sequence[int]) -> list[PassageText]:
-        count = len(self)
-        for passage_id in ids:
-            if not 0 <= passage_id < count:
-                raise IndexError(f"passage id {passage_id} is outside 0..{count - 1}")
+        check_ids(ids, len(self), self.path)
         rows = self._table.select(["title", "text"]).take(list(ids)).to_pydict()
         return [
             PassageText(int(i), title, text)

@@ -8,6 +8,8 @@ TOML type (``n_docs = true`` or ``n_docs = 1e8`` is refused, not read as a numbe
 
 from __future__ import annotations
 
+import json
+
 import logging
 import tomllib
 from collections.abc import Mapping
@@ -144,7 +146,9 @@ class _Resolver:
             for key, value in raw.items()
         }
         try:
-            return model.model_validate(typed, strict=True)
+            # strict, as JSON: no true for 1, "5" for 5 or 1e8 for an int, while a TOML array
+            # still fills a tuple and a string a Path or an Enum (as in plugins' Params)
+            return model.model_validate_json(json.dumps(typed, default=str), strict=True)
         except ValidationError as error:
             self.problems.extend(describe(error, table, model, self.overridden))
             return None

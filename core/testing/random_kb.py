@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..kb import KnowledgeBase
-from ..kb.build import stage_passages
+from ..kb.build import staged_build
 from ..kb.documents import Document
 from ..kb.manifest import EncoderRecord
 from .index_contract import unit_vectors
@@ -18,12 +18,12 @@ CHUNK = 65_536
 def random_knowledge_base(out: Path, count: int, dim: int = 768, seed: int = 0) -> KnowledgeBase:
     """A KB at ``out`` holding ``count`` seeded random unit vectors of ``dim``."""
     documents = (Document(f"p{i}", f"passage {i}", str(i)) for i in range(count))
-    staged = stage_passages(documents, out)
     record = EncoderRecord(type="random", fingerprint=f"random-unit-{dim}-seed{seed}")
-    embeddings = staged.embeddings(dim, "float32", resume=False)
-    for number, start in enumerate(range(0, count, CHUNK)):
-        stop = min(start + CHUNK, count)
-        embeddings[start:stop] = unit_vectors(stop - start, dim, seed * 100_003 + number)
-    embeddings.flush()
-    del embeddings
-    return staged.publish(out, record, dim, "float32", {"random": count})
+    with staged_build(documents, out, force=True) as staged:
+        embeddings = staged.embeddings(dim, "float32", resume=False)
+        for number, start in enumerate(range(0, count, CHUNK)):
+            stop = min(start + CHUNK, count)
+            embeddings[start:stop] = unit_vectors(stop - start, dim, seed * 100_003 + number)
+        embeddings.flush()
+        del embeddings
+        return staged.publish(out, record, dim, "float32", {"random": count})
