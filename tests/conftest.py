@@ -34,6 +34,15 @@ normalize = true
 """A spec whose only table is a tiny random BERT encoder at ``{model}`` (tiny_models.bert_dir)."""
 
 
+def encoder_workspace(root: Path) -> Path:
+    """``root`` holding a tiny random BERT (``bert/``) and ``spec.toml`` declaring it."""
+    from ragloom.testing.tiny_models import bert_dir
+
+    model = bert_dir(root / "bert")
+    (root / "spec.toml").write_text(TINY_ENCODER_SPEC.format(model=model), encoding="utf-8")
+    return root
+
+
 def write_documents(path: Path, count: int, seed: int = 4) -> None:
     """``count`` generated JSONL documents (id, title, text of about 24 words)."""
     import json

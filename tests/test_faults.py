@@ -24,19 +24,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TINY_ENCODER_SPEC, ragloom_command, write_documents
+from conftest import TINY_ENCODER_SPEC, encoder_workspace, ragloom_command, write_documents
 from ragloom import atomic, locks
 from ragloom.kb import KnowledgeBase
-from ragloom.testing.tiny_models import bert_dir
 
 LEFTOVERS = (".tmp-", ".replaced-", ".building", ".incoming")
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("faults")
-    model = bert_dir(root / "bert")
-    (root / "spec.toml").write_text(TINY_ENCODER_SPEC.format(model=model), encoding="utf-8")
+    root = encoder_workspace(tmp_path_factory.mktemp("faults"))
     write_documents(root / "docs.jsonl", 60)
     write_documents(root / "other.jsonl", 40, seed=9)
     return root
@@ -97,6 +94,15 @@ def test_out_over_a_user_directory_is_refused(workspace: Path, kb: Path, tmp_pat
         assert f"{user} exists and is not a ragloom" in err and "Choose a new or empty" in err
         assert (user / "thesis.txt").read_text() == "three years of work"
     assert sorted(p.name for p in user.iterdir()) == ["thesis.txt"]
+    quoted = documented_message("error: /home/me/p exists").replace("/home/me/p", str(user))
+    assert quoted in " ".join(err.split()), "docs/reliability.md quotes the message as it is"
+
+
+def documented_message(start: str) -> str:
+    """The message docs/reliability.md quotes that begins with ``start``, on one line."""
+    text = (Path(__file__).parents[1] / "docs" / "reliability.md").read_text()
+    block = text[text.index(start) :].split("```")[0]
+    return " ".join(block.split())
 
 
 def test_out_that_is_an_input_a_file_or_a_link_is_refused(workspace: Path, tmp_path: Path) -> None:
@@ -161,6 +167,11 @@ def test_two_builds_at_once_take_turns(workspace: Path, tmp_path: Path) -> None:
     errors = "".join(err for _, err in results)
     assert "Traceback" not in errors
     assert "waiting for" in errors and "is being written by another process (pid" in errors
+    assert (
+        documented_message("WARNING: waiting for")
+        .split(" (pid")[0]
+        .endswith("is being written by another process")
+    )
     reopened = KnowledgeBase.open(out)
     assert len(reopened) == 60 and np.isfinite(np.asarray(reopened.embeddings)).all()
     assert leftovers(tmp_path) == []

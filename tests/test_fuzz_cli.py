@@ -29,6 +29,8 @@ import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import encoder_workspace
+
 EXAMPLE = Path(__file__).parent.parent / "examples" / "rag_token.toml"
 ANSWER_SECONDS = 120
 CASES = itertools.count()
@@ -38,14 +40,6 @@ FUZZ = settings(
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-ENCODER_SPEC = """
-schema = 1
-[encoder]
-type = "dpr"
-path = "{model}"
-pooling = "mean"
-normalize = true
-"""
 
 
 class CurrentStderr(io.TextIOBase):
@@ -281,12 +275,7 @@ DOCUMENTS = st.one_of(
 
 @pytest.fixture(scope="module")
 def encoder_spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ragloom.testing.tiny_models import bert_dir
-
-    root = tmp_path_factory.mktemp("encoder")
-    spec = root / "spec.toml"
-    spec.write_text(ENCODER_SPEC.format(model=bert_dir(root / "bert")), encoding="utf-8")
-    return spec
+    return encoder_workspace(tmp_path_factory.mktemp("encoder")) / "spec.toml"
 
 
 @settings(FUZZ, max_examples=40)

@@ -178,7 +178,9 @@ def test_truncated_embeddings_are_a_clear_error(kb: Path, tmp_path: Path) -> Non
     shutil.copytree(kb, copy)
     data = (copy / "embeddings.npy").read_bytes()
     (copy / "embeddings.npy").write_bytes(data[: len(data) // 2])
-    with pytest.raises(IndexFileError, match=r"embeddings\.npy has \d+ bytes, its manifest says \d+"):
+    with pytest.raises(
+        IndexFileError, match=r"embeddings\.npy has \d+ bytes, its manifest says \d+"
+    ):
         KnowledgeBase.open(copy)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_ENCODER_SPEC as SPEC
-from conftest import kill_midway, ragloom_command, write_documents
+from conftest import encoder_workspace, kill_midway, ragloom_command, write_documents
 from ragloom.cli import main
 from ragloom.kb import KnowledgeBase
 from ragloom.testing.tiny_models import bert_dir
@@ -20,9 +20,7 @@ from ragloom.testing.tiny_models import bert_dir
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("commands")
-    model = bert_dir(root / "bert")
-    (root / "spec.toml").write_text(SPEC.format(model=model), encoding="utf-8")
+    root = encoder_workspace(tmp_path_factory.mktemp("commands"))
     write_documents(root / "docs.jsonl", 200)
     return root
 
