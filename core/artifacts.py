@@ -89,6 +89,27 @@ def claim(target: Path, kind: Kind, root: Path | None = None) -> None:
     )
 
 
+def claim_file(target: Path, name: str, magic: bytes) -> None:
+    """Refuse to replace the file ``target`` unless it is absent or a ``name`` file of ragloom's
+    kind, recognized by its first bytes ``magic`` (a PNG's signature)."""
+    if target.is_symlink():
+        raise ArtifactError(
+            f"{target} is a symbolic link; ragloom does not write through links. Give another "
+            f"path for the {name}."
+        )
+    if not target.exists():
+        return
+    if target.is_dir():
+        raise ArtifactError(f"{target} is a directory; give a file path for the {name}.")
+    with target.open("rb") as handle:
+        if handle.read(len(magic)) == magic:
+            return
+    raise ArtifactError(
+        f"{target} exists and is not a {name}, so ragloom will not overwrite it. Give another "
+        f"path for the {name}."
+    )
+
+
 def _check_no_link_between(root: Path, target: Path) -> None:
     relative = target.relative_to(root)
     current = root

@@ -127,6 +127,19 @@ def test_out_that_is_an_input_a_file_or_a_link_is_refused(workspace: Path, tmp_p
     assert leftovers(tmp_path) == []
 
 
+def test_a_plot_never_overwrites_a_file_that_is_not_a_png(kb: Path, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    args = ("index", "compare", kb, "--types", "faiss-exact", "--num-queries", 5)
+    status, err = ragloom(*args, "--plot", notes)
+    assert status == 1 and "is not a PNG plot, so ragloom will not overwrite it" in err
+    assert notes.read_text() == "mine"
+    status, err = ragloom(*args, "--plot", kb / "manifest.json")
+    assert status == 1 and "lies inside the knowledge base" in err
+    plot = tmp_path / "compare.png"
+    assert [ragloom(*args, "--plot", plot)[0] for _ in range(2)] == [0, 0], "a PNG is replaced"
+
+
 def test_indexes_behind_a_symbolic_link_are_not_written(kb: Path, tmp_path: Path) -> None:
     copy = tmp_path / "kb"
     shutil.copytree(kb, copy)

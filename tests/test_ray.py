@@ -76,7 +76,7 @@ def test_sharded_exact_search_equals_one_index(cluster: None, workspace: Path, s
     assert split.ids.tolist() == single.ids.tolist()
     np.testing.assert_allclose(split.scores.numpy(), single.scores.numpy(), rtol=1e-6)
     assert split.passages == single.passages
-    shard_dirs = sorted((workspace / "kb" / "indexes").glob(f"faiss-exact.shards-{shards}/*"))
+    shard_dirs = sorted((workspace / "kb" / "indexes").glob(f"faiss-exact.shards-{shards}/shard-*"))
     assert len(shard_dirs) == shards
 
 

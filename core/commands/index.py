@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..artifacts import check_outside, claim_file
 from ..context import Declared
 from ..errors import SpecError
 from ..plugin_manager import get_registry
@@ -15,6 +16,8 @@ from ..spec.overrides import CliText
 from .common import overrides, table_lines
 from .kb import add_encoding_options, build_from_args
 from .options import at_least_one
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def declared_index(
@@ -80,6 +83,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     at_least_one("-k", args.k)
     at_least_one("--num-queries", args.num_queries)
+    plot_path = Path(args.plot)
+    queries_file = Path(args.queries) if args.queries else None
+    check_outside(plot_path, {"knowledge base": Path(args.kb), "queries": queries_file}, "--plot")
+    claim_file(plot_path, "PNG plot", PNG_SIGNATURE)
     kb = KnowledgeBase.open(Path(args.kb))
     if args.k > len(kb):
         raise SpecError(
@@ -114,7 +121,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         )
     print(f"{len(kb)} vectors of dim {kb.dim}; {len(queries)} queries; k = {args.k}")
     print("\n".join(table_lines(rows)))
-    plot(measurements, args.k, Path(args.plot))
+    plot(measurements, args.k, plot_path)
     print(f"plot: {args.plot}")
     return 0
 

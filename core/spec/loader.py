@@ -9,7 +9,6 @@ TOML type (``n_docs = true`` or ``n_docs = 1e8`` is refused, not read as a numbe
 from __future__ import annotations
 
 import json
-
 import logging
 import tomllib
 from collections.abc import Mapping
