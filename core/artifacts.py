@@ -53,6 +53,11 @@ def file_marker(name: str, marker: str) -> Kind:
     return Kind(name, marker, lambda directory: (directory / marker).is_file())
 
 
+SAVED_INDEX = file_marker("saved index", "index.json")
+"""What ``Index.save`` writes: a directory holding ``index.json`` (the index's own metadata); an
+index plugin saves through ``atomic.directory(directory, SAVED_INDEX)``."""
+
+
 def absolute(path: Path) -> Path:
     """``path`` made absolute without resolving symbolic links (so a link stays visible)."""
     return Path(os.path.abspath(path))

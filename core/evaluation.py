@@ -18,8 +18,9 @@ from . import atomic, locks
 from .artifacts import absolute, claim, json_marker
 from .errors import RagloomError
 from .kb.documents import described, json_records, string_field
+from .kb.manifest import MANIFEST_FILE
 from .metrics import exact_match, f1, has_answer
-from .protocols import Answer
+from .protocols import Answer, KnowledgeBaseRetriever
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -114,18 +115,20 @@ def _evaluate(
     from tqdm import tqdm
 
     atomic.write_text(out / "spec.toml", pipeline.to_spec())
+    n_docs = pipeline.spec.pipeline.n_docs
+    depth = max(n_docs, *ks)  # one retrieval serves both recall@k and the answer
     scores: dict[str, list[float]] = {"em": [], "f1": [], "latency": []}
     hits: dict[int, list[float]] = {k: [] for k in ks}
     with (out / "questions.jsonl").open("w", encoding="utf-8") as log:
         for item in tqdm(items, unit="question", desc="eval"):
             started = time.perf_counter()
+            retrieval = pipeline.retrieve([item.question], k=depth)
             if generate:
-                (answer,) = pipeline.generate([item.question])
-            retrieved = pipeline.retrieve([item.question], k=max(ks)).passages[0]
-            if not generate:
-                answer = Answer("", 0.0, [], retrieved[: pipeline.spec.pipeline.n_docs])
+                (answer,) = pipeline.generate_from([item.question], retrieval)
+            else:
+                answer = Answer("", 0.0, [], retrieval.passages[0][:n_docs])
             latency = time.perf_counter() - started
-            found = [has_answer(p.text, item.answers) for p in retrieved]
+            found = [has_answer(p.text, item.answers) for p in retrieval.passages[0]]
             recall = {k: float(any(found[:k])) for k in ks}
             scores["em"].append(exact_match(answer.text, item.answers) if generate else 0.0)
             scores["f1"].append(f1(answer.text, item.answers) if generate else 0.0)
@@ -155,22 +158,19 @@ def _evaluate(
         latency_p99=_percentile(scores["latency"], 0.99),
     )
     atomic.write_text(out / "summary.json", json.dumps(asdict(summary), indent=2) + "\n")
-    _copy_index_manifest(pipeline, out)
+    _copy_manifests(pipeline, out)
     return summary
 
 
-def _copy_index_manifest(pipeline: Pipeline, out: Path) -> None:
-    kb = getattr(pipeline.retriever, "kb", None)
-    index = pipeline.spec.components["retriever"].children.get("index")
-    if kb is None or index is None:
+def _copy_manifests(pipeline: Pipeline, out: Path) -> None:
+    """Record what was searched: the manifests of a :class:`KnowledgeBaseRetriever`'s
+    knowledge base and index beside the results."""
+    retriever = pipeline.retriever
+    if not isinstance(retriever, KnowledgeBaseRetriever):
         return
-    from .context import Declared
-
-    declared = Declared(index.type, pipeline.registry.load("index", index.type), index.params)
-    manifest = kb.index_path(declared) / "manifest.json"
-    if manifest.is_file():
-        shutil.copy(manifest, out / "index-manifest.json")
-    shutil.copy(kb.directory / "manifest.json", out / "kb-manifest.json")
+    shutil.copy(retriever.kb.directory / MANIFEST_FILE, out / "kb-manifest.json")
+    if retriever.index_directory is not None:
+        shutil.copy(retriever.index_directory / MANIFEST_FILE, out / "index-manifest.json")
 
 
 def summary_row(name: str, summary: Summary) -> list[Any]:

@@ -14,9 +14,21 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from .context import BuildContext, Declared
+from .context import BuildContext
 from .errors import MissingComponentError, ParameterError, QuestionError, SpecError
-from .protocols import Answer, Encoder, Generator, Marginalizer, Passage, Retrieved, Retriever
+from .kinds import ENCODER, GENERATOR, MARGINALIZER, RETRIEVER, C, Kind
+from .protocols import (
+    Answer,
+    ChecksEncoder,
+    Encoder,
+    Generator,
+    Marginalizer,
+    Passage,
+    Questions,
+    Retrieved,
+    Retriever,
+    RewritesQuestions,
+)
 from .registry import Registry
 from .spec import ComponentSpec, GenerationSettings, Spec, load_spec
 from .spec.problems import describe
@@ -100,36 +112,34 @@ class Pipeline:
             return self._build_now(declared)
 
     def _build_now(self, declared: ComponentSpec) -> Any:
-        children = {
-            key: Declared(child.type, self.registry.load(child.kind, child.type), child.params)
-            for key, child in declared.children.items()
-        }
         factory = self.registry.load(declared.kind, declared.type)
+        children = declared.declared_children(self.registry)
         return factory.from_spec(declared.params, self.context, **children)
+
+    def built(self, kind: Kind[C], needed_by: str = "this call") -> C:
+        """The component of the top-level table of ``kind``, typed as the kind's protocol."""
+        component: C = self.component(kind.name, needed_by)
+        return component
 
     @property
     def encoder(self) -> Encoder:
         """The question encoder of ``[encoder]``."""
-        encoder: Encoder = self.component("encoder", "retrieval")
-        return encoder
+        return self.built(ENCODER, "retrieval")
 
     @property
     def retriever(self) -> Retriever:
         """The retriever of ``[retriever]``."""
-        retriever: Retriever = self.component("retriever", "retrieval")
-        return retriever
+        return self.built(RETRIEVER, "retrieval")
 
     @property
     def generator(self) -> Generator:
         """The generator of ``[generator]``."""
-        generator: Generator = self.component("generator", "generation")
-        return generator
+        return self.built(GENERATOR, "generation")
 
     @property
     def marginalizer(self) -> Marginalizer:
         """The marginalizer of ``[marginalizer]``."""
-        marginalizer: Marginalizer = self.component("marginalizer", "generation")
-        return marginalizer
+        return self.built(MARGINALIZER, "generation")
 
     # --- the public methods -----------------------------------------------------------------
 
@@ -143,8 +153,7 @@ class Pipeline:
         if not questions:
             return self._nothing_retrieved(k or self.spec.pipeline.n_docs)
         with torch.inference_mode():
-            _, retrieved = self._retrieve(questions, k)
-        return retrieved
+            return self._retrieve(questions, k)
 
     def generate(self, questions: Sequence[str], **generation: Any) -> list[Answer]:
         """One answer per question; ``generation`` overrides keys of ``[generation]``.
@@ -159,12 +168,36 @@ class Pipeline:
         _check_questions(questions)
         if not questions:
             return []
-        generator, marginalizer = self.generator, self.marginalizer
         with torch.inference_mode():
-            queries, retrieved = self._retrieve_for_generation(questions)
-            doc_logprior = self._doc_logprior(queries, retrieved)
-            state = generator.start(self._question_text(questions), retrieved.passages)
-            decoded = marginalizer.decode(generator, state, doc_logprior, settings)
+            return self._answer(questions, self._retrieve(questions, None), settings)
+
+    def generate_from(
+        self, questions: Sequence[str], retrieved: Retrieved, **generation: Any
+    ) -> list[Answer]:
+        """Answers from passages retrieved before by ``retrieve(questions, k)``: the first
+        ``n_docs`` of each row are read, as ``generate`` would have retrieved them. Evaluation
+        retrieves once with ``k`` as large as its largest recall cut-off and answers from that."""
+        import torch
+
+        settings = self._generation_settings(generation)
+        _check_questions(questions)
+        if len(retrieved.passages) != len(questions):
+            raise ParameterError(
+                f"generate_from: {len(questions)} questions but passages for "
+                f"{len(retrieved.passages)}; pass what retrieve(questions) returned."
+            )
+        if not questions:
+            return []
+        with torch.inference_mode():
+            return self._answer(questions, _columns(retrieved, self.spec.pipeline.n_docs), settings)
+
+    def _answer(
+        self, questions: Sequence[str], retrieved: Retrieved, settings: GenerationSettings
+    ) -> list[Answer]:
+        generator, marginalizer = self.generator, self.marginalizer
+        retrieved = _found_documents(questions, retrieved)
+        state = generator.start(self._question_text(questions), retrieved.passages)
+        decoded = marginalizer.decode(generator, state, _doc_logprior(retrieved), settings)
         answers = []
         opening = len(generator.start_token_ids)
         for sequence, score, passages in zip(
@@ -196,8 +229,8 @@ class Pipeline:
         from .tensors import shift_left
 
         generator, marginalizer = self.generator, self.marginalizer
-        queries, retrieved = self._retrieve_for_generation(questions)
-        doc_logprior = self._doc_logprior(queries, retrieved)
+        retrieved = _found_documents(questions, self._retrieve(questions, None))
+        doc_logprior = _doc_logprior(retrieved)
         batch, k = doc_logprior.shape
         labels = generator.encode_targets(targets).to(doc_logprior.device)
         state = generator.start(self._question_text(questions), retrieved.passages)
@@ -213,22 +246,19 @@ class Pipeline:
 
     # --- internals ----------------------------------------------------------------------------
 
-    def _retrieve(self, questions: Sequence[str], k: int | None) -> tuple[torch.Tensor, Retrieved]:
+    def _retrieve(self, questions: Sequence[str], k: int | None) -> Retrieved:
+        """The retriever's answer; the questions are encoded only if it asks for vectors."""
         _check_questions(questions)
-        encoder, retriever = self.encoder, self.retriever
+        retriever = self.retriever
         if not self._checked_compatibility:
-            check = getattr(retriever, "check_encoder", None)
-            if check is not None:
-                check(encoder)
+            if isinstance(retriever, ChecksEncoder):
+                retriever.check_encoder(self.encoder)
             self._checked_compatibility = True
-        queries = encoder.encode_queries(questions)
         k = k if k is not None else self.spec.pipeline.n_docs
-        return queries, retriever.retrieve(queries.detach(), k)
+        return retriever.retrieve(Questions(questions, self._encode_queries), k)
 
-    def _retrieve_for_generation(self, questions: Sequence[str]) -> tuple[torch.Tensor, Retrieved]:
-        """``n_docs`` passages per question, as :func:`_found_documents` lays them out."""
-        queries, retrieved = self._retrieve(questions, None)
-        return queries, _found_documents(questions, retrieved)
+    def _encode_queries(self, questions: Sequence[str]) -> torch.Tensor:
+        return self.encoder.encode_queries(questions)
 
     def _nothing_retrieved(self, k: int) -> Retrieved:
         """What ``retrieve([])`` returns: no rows, ``k`` columns."""
@@ -237,26 +267,17 @@ class Pipeline:
         return Retrieved(
             ids=torch.zeros((0, k), dtype=torch.int64),
             scores=torch.zeros((0, k)),
-            doc_vectors=torch.zeros((0, k, self.encoder.dim)),
+            doc_scores=torch.zeros((0, k)),
             passages=[],
         )
 
     def _question_text(self, questions: Sequence[str]) -> list[str]:
-        """The questions as the generator sees them: through the encoder's ``question_text``
-        when it has one (the DPR encoder reproduces transformers' lowercased, re-spaced
-        question), else as given."""
-        rewrite = getattr(self.encoder, "question_text", None)
-        return list(rewrite(questions)) if rewrite is not None else list(questions)
-
-    @staticmethod
-    def _doc_logprior(queries: torch.Tensor, retrieved: Retrieved) -> torch.Tensor:
-        """``log_softmax`` over documents of ``q · doc_vector``; ``-inf`` for missing documents."""
-        import torch
-
-        vectors = retrieved.doc_vectors.to(device=queries.device, dtype=queries.dtype)
-        scores = torch.bmm(queries.unsqueeze(1), vectors.transpose(1, 2)).squeeze(1)
-        missing = retrieved.ids.to(queries.device) < 0
-        return torch.log_softmax(scores.masked_fill(missing, float("-inf")), dim=1)
+        """The questions as the generator sees them: rewritten by an encoder that
+        :class:`RewritesQuestions` (DPR reproduces transformers' lowercased, re-spaced question),
+        else as given. Only a pipeline with an ``[encoder]`` table has one."""
+        if "encoder" in self.spec.components and isinstance(self.encoder, RewritesQuestions):
+            return list(self.encoder.question_text(questions))
+        return list(questions)
 
     def _generation_settings(self, generation: Mapping[str, Any]) -> GenerationSettings:
         merged = {**self.spec.generation.model_dump(), **generation}
@@ -310,6 +331,16 @@ def _check_k(k: int | None) -> None:
         )
 
 
+def _doc_logprior(retrieved: Retrieved) -> torch.Tensor:
+    """``log_softmax`` over documents of the retriever's ``doc_scores``; ``-inf`` for missing
+    documents."""
+    import torch
+
+    scores = retrieved.doc_scores
+    missing = retrieved.ids.to(scores.device) < 0
+    return torch.log_softmax(scores.masked_fill(missing, float("-inf")), dim=1)
+
+
 def _found_documents(questions: Sequence[str], retrieved: Retrieved) -> Retrieved:
     """``retrieved`` laid out for generation, whose rows are ``B * k`` (passage, question)
     pairs: columns where no question found a passage (a knowledge base smaller than ``k``) are
@@ -327,9 +358,18 @@ def _found_documents(questions: Sequence[str], retrieved: Retrieved) -> Retrieve
     if k == retrieved.ids.shape[1] and min(counts) == k:
         return retrieved
     gap = Passage(-1, "", "", float("-inf"))
+    return _columns(retrieved, k, [[*row, *[gap] * (k - len(row))] for row in retrieved.passages])
+
+
+def _columns(
+    retrieved: Retrieved, k: int, passages: list[list[Passage]] | None = None
+) -> Retrieved:
+    """The first ``k`` documents of each row of ``retrieved`` (with ``passages`` instead of its
+    own, cut to ``k``, when given)."""
     return Retrieved(
         ids=retrieved.ids[:, :k],
         scores=retrieved.scores[:, :k],
-        doc_vectors=retrieved.doc_vectors[:, :k],
-        passages=[[*row, *[gap] * (k - len(row))] for row in retrieved.passages],
+        doc_scores=retrieved.doc_scores[:, :k],
+        passages=[row[:k] for row in retrieved.passages] if passages is None else passages,
+        doc_vectors=None if retrieved.doc_vectors is None else retrieved.doc_vectors[:, :k],
     )

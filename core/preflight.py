@@ -1,13 +1,13 @@
 """Checks ``ragloom validate`` makes beyond the schema, before any model or index loads.
 
-Components opt in with optional class methods, each reading files only:
+Components opt in through capabilities (:mod:`ragloom.protocols`), class methods that read files
+only:
 
-- an encoder's ``fingerprint_from_spec(params, context) -> str`` and ``dim_from_spec(params,
-  context) -> int`` (its vector size);
-- a generator's ``decoder_shape_from_spec(params, context) -> DecoderShape`` (what decoding
-  memory depends on);
-- a retriever's ``preflight(params, context, encoder_fingerprint, **children)`` returning notes
-  (sizes, memory estimates) and problems (an encoder that does not match the knowledge base).
+- an encoder that is :class:`EncoderFromFiles`: its fingerprint and vector size;
+- a generator that is :class:`DecoderFromFiles`: what decoding memory depends on
+  (:class:`DecoderShape`);
+- a retriever with :class:`RetrieverPreflight`: notes (sizes, memory estimates) and problems
+  (an encoder that does not match the knowledge base).
 
 From the vector size and the decoder shape, validate estimates the memory one question needs
 (retrieval's ``n_docs`` doc vectors; decoding's ``n_docs * num_beams`` rows of key/value caches
@@ -17,11 +17,13 @@ and vocabulary-wide log-probs) and refuses settings that cannot fit in the memor
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .context import BuildContext, Declared
+from .context import BuildContext
 from .errors import RagloomError
+from .protocols import DecoderFromFiles, EncoderFromFiles, RetrieverPreflight
 from .registry import Registry
 from .spec import Spec
 
@@ -70,45 +72,44 @@ def preflight(spec: Spec, registry: Registry) -> Preflight:
     """Notes and problems found from the spec's files without loading models or indexes."""
     result = Preflight()
     context = BuildContext(spec.base_dir, spec.pipeline)
-    fingerprint = _from_files(spec, registry, context, "encoder", "fingerprint_from_spec", result)
+    encoder = _registered(spec, registry, "encoder")
+    fingerprint = dim = shape = None
+    if isinstance(encoder, EncoderFromFiles):
+        fingerprint = _from_files(spec, context, "encoder", encoder.fingerprint_from_spec, result)
+        dim = _from_files(spec, context, "encoder", encoder.dim_from_spec, result)
     if fingerprint is not None:
         result.notes.append(f"[encoder] fingerprint {fingerprint}")
-    retriever = spec.components.get("retriever")
-    if retriever is not None:
-        component = registry.load("retriever", retriever.type)
-        check = getattr(component, "preflight", None)
-        if check is not None:
-            children = {
-                key: Declared(child.type, registry.load(child.kind, child.type), child.params)
-                for key, child in retriever.children.items()
-            }
-            notes, problems = check(retriever.params, context, fingerprint, **children)
-            result.notes.extend(notes)
-            result.problems.extend(problems)
-    dim = _from_files(spec, registry, context, "encoder", "dim_from_spec", result)
-    shape = _from_files(spec, registry, context, "generator", "decoder_shape_from_spec", result)
+    retriever = _registered(spec, registry, "retriever")
+    if isinstance(retriever, RetrieverPreflight):
+        declared = spec.components["retriever"]
+        children = declared.declared_children(registry)
+        notes, problems = retriever.preflight(declared.params, context, fingerprint, **children)
+        result.notes.extend(notes)
+        result.problems.extend(problems)
+    generator = _registered(spec, registry, "generator")
+    if isinstance(generator, DecoderFromFiles):
+        shape = _from_files(spec, context, "generator", generator.decoder_shape_from_spec, result)
     _check_memory(spec, dim, shape, result)
     return result
 
 
+def _registered(spec: Spec, registry: Registry, table: str) -> object:
+    """The registered class of the spec's ``[table]`` (None without the table)."""
+    declared = spec.components.get(table)
+    return None if declared is None else registry.load(table, declared.type)
+
+
 def _from_files(
     spec: Spec,
-    registry: Registry,
     context: BuildContext,
     table: str,
-    method: str,
+    compute: Callable[[Any, BuildContext], Any],
     result: Preflight,
 ) -> Any:
-    """What the component of ``[table]`` tells from its files through its class method
-    ``method``; None when it has no such method or the files cannot tell (noted)."""
-    declared = spec.components.get(table)
-    if declared is None:
-        return None
-    compute = getattr(registry.load(table, declared.type), method, None)
-    if compute is None:
-        return None
+    """What the component of ``[table]`` tells from its files through ``compute``; None when
+    the files cannot tell (noted)."""
     try:
-        return compute(declared.params, context)
+        return compute(spec.components[table].params, context)
     except RagloomError as error:
         note = f"[{table}] not checked: {error}"
         if note not in result.notes:

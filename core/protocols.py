@@ -15,7 +15,7 @@ Torch appears only in annotations, so importing this module stays light.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
@@ -50,17 +50,51 @@ class Retrieved:
     """What a retriever returns for ``B`` questions and ``k`` documents each.
 
     - ``ids``: ``int64 [B, k]``, passage row ids, best first; ``-1`` where fewer than ``k`` exist.
-    - ``scores``: ``float32 [B, k]``, the index's scores (inner products; higher is better;
-      approximate for compressed indexes).
-    - ``doc_vectors``: ``float32 [B, k, d]``, the exact stored passage embeddings (zeros for
-      ``-1``), so that ``doc_scores = q · doc_vectors`` is exact and differentiable in ``q``.
+    - ``scores``: ``float32 [B, k]``, the scores the retriever ranked by (an index's inner
+      products, approximate for compressed indexes; BM25 scores); higher is better.
+    - ``doc_scores``: ``float32 [B, k]``, the scores whose softmax over the ``k`` documents is
+      the document prior ``p(z|x)`` of the generator; ignored where ids are ``-1``. Dense
+      retrieval gives the exact ``q · d`` of the stored passage vectors, differentiable in the
+      query vectors ``q`` (fine-tuning trains the question encoder through it).
     - ``passages``: ``B`` lists of ``k`` :class:`Passage` (fewer where ids are ``-1``).
+    - ``doc_vectors``: ``float32 [B, k, d]``, the exact stored passage embeddings (zeros for
+      ``-1``), from retrievers that have them (dense ones); None otherwise.
     """
 
     ids: torch.Tensor
     scores: torch.Tensor
-    doc_vectors: torch.Tensor
+    doc_scores: torch.Tensor
     passages: list[list[Passage]]
+    doc_vectors: torch.Tensor | None = None
+
+
+class Questions:
+    """The questions of one retrieval, as text and, on demand, as query vectors.
+
+    ``texts`` are the ``B`` questions. ``vectors()`` → ``float32 [B, d]``, the pipeline encoder's
+    ``encode_queries(texts)``, computed on the first call and kept (a retriever that reads text
+    alone never pays for encoding); differentiable when gradients are on, as in fine-tuning.
+    ``encoded`` says whether they were computed.
+    """
+
+    def __init__(
+        self, texts: Sequence[str], encode: Callable[[Sequence[str]], torch.Tensor]
+    ) -> None:
+        self.texts = list(texts)
+        self._encode = encode
+        self._vectors: torch.Tensor | None = None
+
+    def vectors(self) -> torch.Tensor:
+        if self._vectors is None:
+            self._vectors = self._encode(self.texts)
+        return self._vectors
+
+    @property
+    def encoded(self) -> bool:
+        return self._vectors is not None
+
+    def __len__(self) -> int:
+        return len(self.texts)
 
 
 @dataclass(frozen=True)
@@ -188,28 +222,125 @@ class Index(Protocol):
 
 
 @runtime_checkable
-class PassageStore(Protocol):
-    """The passages of a knowledge base, addressed by row id (row ``i`` has id ``i``).
+class Retriever(Protocol):
+    """Finds the ``k`` best passages for each question.
 
-    ``get(ids)`` returns the passages in the order asked; an id outside ``range(len(store))``
-    raises ``IndexError`` naming it.
+    ``retrieve(questions, k)`` takes :class:`Questions` (their text, and their vectors from the
+    pipeline's encoder for the retrievers that ask) and returns :class:`Retrieved` with ``B``
+    rows of ``k``, best first. A dense retriever searches by ``questions.vectors()`` and scores
+    documents by the exact stored vectors, so its document prior does not depend on index
+    compression; a keyword retriever reads ``questions.texts`` and never encodes them.
     """
 
-    def __len__(self) -> int: ...
-
-    def get(self, ids: Sequence[int]) -> list[PassageText]: ...
+    def retrieve(self, questions: Questions, k: int) -> Retrieved: ...
 
 
 @runtime_checkable
-class Retriever(Protocol):
-    """Finds the ``k`` best passages for each query vector.
+class VectorSearch(Protocol):
+    """What a dense retriever needs of an index: ``search(queries, k)`` → ``(scores float32
+    [B, k], ids int64 [B, k])`` by inner product, best first (``-1`` / ``-inf`` where fewer than
+    ``k`` exist), and ``ntotal``, the vectors searched. An :class:`Index` is one; so is the
+    fan-out over index shards of ``ray-sharded``."""
 
-    ``retrieve(queries, k)`` takes ``float32 [B, d]`` query vectors (already encoded; the pipeline
-    owns the encoder) and returns :class:`Retrieved`. ``doc_vectors`` come from the stored exact
-    embeddings whatever the index, so doc scores do not depend on index compression.
-    """
+    @property
+    def ntotal(self) -> int: ...
 
-    def retrieve(self, queries: torch.Tensor, k: int) -> Retrieved: ...
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+# --- capabilities ---------------------------------------------------------------------------
+# Optional members a component may have. Core checks them with isinstance, never by probing
+# attribute names; docs/plugins.md documents each, and a contract kit exercises each.
+
+
+@runtime_checkable
+class ChecksEncoder(Protocol):
+    """A retriever that knows which encoder made its data: ``check_encoder(encoder)`` raises
+    :class:`ragloom.errors.MismatchError` for a question encoder whose vectors would not compare
+    with it. The pipeline calls it once, before the first retrieval."""
+
+    def check_encoder(self, encoder: Encoder) -> None: ...
+
+
+@runtime_checkable
+class RewritesQuestions(Protocol):
+    """An encoder that shows the generator each question as it read it:
+    ``question_text(questions)`` → ``B`` strings (DPR lowercases and re-spaces them, as
+    transformers' RAG does). Without it the generator reads the questions as given."""
+
+    def question_text(self, questions: Sequence[str]) -> list[str]: ...
+
+
+@runtime_checkable
+class DifferentiableScores(Protocol):
+    """A retriever that says whether its ``Retrieved.doc_scores`` are differentiable in the
+    query vectors (``doc_scores_differentiable``): dense retrieval's ``q · d`` is, BM25's is
+    not. ``ragloom train`` trains the question encoder only through a retriever that says True."""
+
+    doc_scores_differentiable: bool
+
+
+@runtime_checkable
+class KnowledgeBaseRetriever(Protocol):
+    """A retriever over a ragloom knowledge base: ``kb`` is its
+    :class:`ragloom.kb.KnowledgeBase` and ``index_directory`` the directory of the cached index
+    it searches (None when it searches shards). Evaluation records their manifests beside the
+    results; the demo edits a copy of the knowledge base."""
+
+    kb: Any
+    index_directory: Path | None
+
+
+@runtime_checkable
+class ForcesEos(Protocol):
+    """A generator whose model must end every answer that reaches ``max_length`` with a given
+    token (BART's ``forced_eos_token_id``; None: no such token). Decoding forces it at the last
+    position, as transformers' generate does."""
+
+    forced_eos_token_id: int | None
+
+
+@runtime_checkable
+class EncoderFromFiles(Protocol):
+    """An encoder class that tells, from its spec table and files alone (no weights loaded),
+    its ``fingerprint_from_spec(params, context)`` (what a KB records) and
+    ``dim_from_spec(params, context)`` (its vector size): ``ragloom validate`` checks a KB's
+    encoder and estimates memory with them. Either raises a RagloomError when the files cannot
+    tell."""
+
+    def fingerprint_from_spec(self, params: Any, context: BuildContext) -> str: ...
+
+    def dim_from_spec(self, params: Any, context: BuildContext) -> int: ...
+
+
+@runtime_checkable
+class DecoderFromFiles(Protocol):
+    """A generator class that tells its ``decoder_shape_from_spec(params, context)`` (a
+    :class:`ragloom.preflight.DecoderShape`: vocabulary, layers, cache width, context length)
+    from its config files, so that ``ragloom validate`` estimates decoding memory."""
+
+    def decoder_shape_from_spec(self, params: Any, context: BuildContext) -> Any: ...
+
+
+@runtime_checkable
+class RetrieverPreflight(Protocol):
+    """A retriever class that checks its files for ``ragloom validate``:
+    ``preflight(params, context, encoder_fingerprint, **children)`` → ``(notes, problems)``,
+    two lists of one-line strings naming the spec table (sizes and memory estimates; an encoder
+    that does not match the knowledge base). ``encoder_fingerprint`` is None when unknown."""
+
+    def preflight(
+        self, params: Any, context: BuildContext, encoder_fingerprint: str | None, **children: Any
+    ) -> tuple[list[str], list[str]]: ...
+
+
+@runtime_checkable
+class SampledTraining(Protocol):
+    """Index parameters that say how a knowledge base trains the index: on ``train_size``
+    vectors drawn with ``seed`` (otherwise 65,536 vectors, seed 0)."""
+
+    train_size: int
+    seed: int
 
 
 @runtime_checkable
@@ -324,27 +455,3 @@ class Marginalizer(Protocol):
         doc_logprior: torch.Tensor,
         settings: GenerationSettings,
     ) -> Decoded: ...
-
-
-@runtime_checkable
-class Metric(Protocol):
-    """Scores predictions against references: ``compute(predictions, references) -> float``.
-
-    ``references`` holds, per prediction, the list of acceptable answers; higher is better.
-    """
-
-    name: str
-
-    def compute(self, predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float: ...
-
-
-KIND_PROTOCOLS: dict[str, type] = {
-    "encoder": Encoder,
-    "index": Index,
-    "retriever": Retriever,
-    "passages": PassageStore,
-    "generator": Generator,
-    "marginalizer": Marginalizer,
-    "metric": Metric,
-}
-"""The protocol a built component of each registry kind satisfies."""

@@ -1,7 +1,8 @@
 """Retriever ``dense``: a knowledge base plus one of its indexes.
 
-The index finds the passage ids; the doc vectors come from the KB's stored embeddings (exact,
-whatever the index), and the passages from its Arrow file. The index named by
+The questions' vectors (from the pipeline's encoder) search the index for passage ids; the
+document scores are the exact inner products with the KB's stored embeddings, whatever the index
+(differentiable in the query vectors), and the passages come from its Arrow file. The index named by
 ``[retriever.index]`` is loaded from the KB's cache, or built from the stored embeddings on first
 use, so swapping index types never re-encodes the corpus.
 """
@@ -16,11 +17,11 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from ragloom import assets
+from ragloom.assets import ASSET_PREFIX
 from ragloom.context import BuildContext, Declared
-from ragloom.kb import KBManifest, KnowledgeBase
+from ragloom.kb import KBManifest, KnowledgeBase, packaged
 from ragloom.kb.manifest import MANIFEST_FILE
-from ragloom.protocols import Encoder, Index, Passage, Retrieved
+from ragloom.protocols import Encoder, Passage, Questions, Retrieved, VectorSearch
 from ragloom.spec import SpecPath
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class DenseRetriever:
     """Maximum inner-product search in a knowledge base (see the module docstring)."""
 
     slots: ClassVar[dict[str, str]] = {"index": "index"}
+    doc_scores_differentiable = True
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid", frozen=True)
@@ -45,11 +47,17 @@ class DenseRetriever:
             description="use the KB/index even if encoder or passages differ (logged loudly)",
         )
 
-    def __init__(self, kb: KnowledgeBase, index: Index, params: Params) -> None:
+    def __init__(
+        self,
+        kb: KnowledgeBase,
+        search: VectorSearch,
+        params: Params,
+        index_directory: Path | None = None,
+    ) -> None:
         self.kb = kb
-        self.index = index
+        self.search = search
         self.params = params
-        self.encoder_fingerprint = kb.manifest.encoder.fingerprint
+        self.index_directory = index_directory
 
     @classmethod
     def from_spec(cls, params: Any, context: BuildContext, **children: Any) -> DenseRetriever:
@@ -58,15 +66,15 @@ class DenseRetriever:
         index = kb.load_index(
             declared, build=params.build_index, allow_mismatch=params.allow_mismatch
         )
-        return cls(kb, index, params)
+        return cls(kb, index, params, kb.index_path(declared))
 
     @staticmethod
     def _kb_path(params: Any, context: BuildContext) -> Path:
         """The KB directory; ``asset:NAME`` is a packaged corpus encoded by the pipeline's
         encoder, built into the cache on first use."""
-        if params.kb.startswith(assets.PREFIX):
+        if params.kb.startswith(ASSET_PREFIX):
             encoder = context.component("encoder")
-            return assets.knowledge_base(params.kb, encoder, context.types.get("encoder", "?"))
+            return packaged.knowledge_base(params.kb, encoder, context.types.get("encoder", "?"))
         return context.resolve_path(params.kb)
 
     @classmethod
@@ -78,7 +86,7 @@ class DenseRetriever:
         **children: Any,
     ) -> tuple[list[str], list[str]]:
         """What ``ragloom validate`` reports: KB size, index memory estimate, encoder match."""
-        if params.kb.startswith(assets.PREFIX):
+        if params.kb.startswith(ASSET_PREFIX):
             return [f"[retriever] kb {params.kb}: built with the encoder on first use"], []
         path = context.resolve_path(params.kb)
         if not (path / MANIFEST_FILE).exists():
@@ -107,10 +115,13 @@ class DenseRetriever:
         """Refuse a question encoder other than the one that encoded the KB's passages."""
         self.kb.check_encoder(encoder.fingerprint, self.params.allow_mismatch)
 
-    def retrieve(self, queries: torch.Tensor, k: int) -> Retrieved:
+    def retrieve(self, questions: Questions, k: int) -> Retrieved:
+        queries = questions.vectors()
         vectors = queries.detach().to("cpu", torch.float32).numpy()
-        scores, ids = self.index.search(vectors, k)
-        doc_vectors = self.kb.vectors(ids)
+        scores, ids = self.search.search(vectors, k)
+        doc_vectors = torch.from_numpy(self.kb.vectors(ids))
+        exact = doc_vectors.to(device=queries.device, dtype=queries.dtype)
+        doc_scores = torch.bmm(queries.unsqueeze(1), exact.transpose(1, 2)).squeeze(1)
         flat = ids[ids >= 0]
         texts = {p.id: p for p in self.kb.passages.get(np.unique(flat).tolist())}
         passages = [
@@ -124,6 +135,7 @@ class DenseRetriever:
         return Retrieved(
             ids=torch.from_numpy(ids),
             scores=torch.from_numpy(scores),
-            doc_vectors=torch.from_numpy(doc_vectors),
+            doc_scores=doc_scores,
             passages=passages,
+            doc_vectors=doc_vectors,
         )

@@ -23,12 +23,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ragloom import atomic
+from ragloom.artifacts import SAVED_INDEX
 from ragloom.errors import IndexBuildError, IndexFileError
 from ragloom.locks import ReadWriteLock
 
 from .index_files import (
     IDS_FILE,
-    SAVED_INDEX,
     as_ids,
     as_matrix,
     check_k,

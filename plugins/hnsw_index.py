@@ -14,10 +14,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ragloom import atomic
+from ragloom.artifacts import SAVED_INDEX
 from ragloom.errors import IndexFileError, ParameterError
 from ragloom.locks import ReadWriteLock
 
-from .index_files import SAVED_INDEX, as_ids, as_matrix, check_k, read_meta, write_meta
+from .index_files import as_ids, as_matrix, check_k, read_meta, write_meta
 
 INDEX_FILE = "index.bin"
 

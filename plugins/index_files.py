@@ -8,13 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from ragloom.artifacts import file_marker
 from ragloom.errors import IndexFileError
 
 META_FILE = "index.json"
 IDS_FILE = "ids.npy"
-SAVED_INDEX = file_marker("saved index", META_FILE)
-"""What ``Index.save`` writes: a directory holding ``index.json``; only such is replaced."""
 
 
 def as_matrix(vectors: Any, dim: int, what: str) -> np.ndarray:

@@ -15,7 +15,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from ragloom.context import BuildContext
-from ragloom.protocols import Decoded, Generator
+from ragloom.protocols import Decoded, ForcesEos, Generator
 from ragloom.spec import GenerationSettings
 from ragloom.tensors import shift_left
 
@@ -33,7 +33,9 @@ def _search_settings(generator: Generator, settings: GenerationSettings) -> Sear
         prefix=generator.start_token_ids,
         eos_token_id=generator.eos_token_id,
         pad_token_id=generator.pad_token_id,
-        forced_eos_token_id=getattr(generator, "forced_eos_token_id", None),
+        forced_eos_token_id=(
+            generator.forced_eos_token_id if isinstance(generator, ForcesEos) else None
+        ),
     )
 
 

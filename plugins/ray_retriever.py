@@ -77,6 +77,7 @@ class ShardedSearch:
         self.actors = actors
         self.shards = shards
         self.timeout = timeout
+        self.ntotal = sum(len(shard) for shard in shards)
 
     @classmethod
     def start(cls, kb: KnowledgeBase, declared: Declared, params: Any) -> ShardedSearch:
@@ -106,6 +107,7 @@ class ShardedSearch:
         search = cls(actors, shards, params.timeout)
         counts = search._gather([actor.ntotal.remote() for actor in actors], "loading")
         log.info("%d shards ready: %s vectors", len(shards), counts)
+        search.ntotal = sum(counts)
         return search
 
     def _gather(self, references: list[Any], what: str) -> list[Any]:
@@ -169,4 +171,4 @@ class RayShardedRetriever(DenseRetriever):
     def from_spec(cls, params: Any, context: BuildContext, **children: Any) -> RayShardedRetriever:
         declared: Declared = children["index"]
         kb = KnowledgeBase.open(cls._kb_path(params, context))
-        return cls(kb, ShardedSearch.start(kb, declared, params), params)  # type: ignore[arg-type]
+        return cls(kb, ShardedSearch.start(kb, declared, params), params)

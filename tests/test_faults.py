@@ -274,7 +274,7 @@ from ragloom.errors import RagloomError
 from ragloom.kb import KnowledgeBase
 kb = KnowledgeBase.open(Path(sys.argv[1]))
 try:
-    kb.load_index(declared_index(sys.argv[1], sys.argv[2], []), build=False)
+    kb.load_index(declared_index(sys.argv[2], []), build=False)
 except RagloomError as error:
     print(error, file=sys.stderr)
     sys.exit(1)

@@ -179,7 +179,7 @@ from pathlib import Path
 import numpy as np
 from ragloom import atomic
 from ragloom.plugins.faiss_index import FaissExactIndex
-from ragloom.plugins.index_files import SAVED_INDEX
+from ragloom.artifacts import SAVED_INDEX
 target = Path(sys.argv[1])
 index = FaissExactIndex.create(8, FaissExactIndex.Params())
 index.add(np.ones((5, 8), np.float32), np.arange(5))

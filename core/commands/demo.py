@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import RagloomError
+from ..protocols import KnowledgeBaseRetriever
 from .ask import print_answer
 from .common import add_set_option, overrides
 
@@ -51,7 +53,13 @@ def new_edition(pipeline: Pipeline) -> Path:
         for p in passages
         if OLD.split()[-1] in p.text or OLD in p.title
     }
-    kb = pipeline.retriever.kb  # type: ignore[attr-defined]
+    retriever = pipeline.retriever
+    if not isinstance(retriever, KnowledgeBaseRetriever):
+        raise RagloomError(
+            f"the demo edits the knowledge base of its retriever, and [retriever] type = "
+            f'"{pipeline.spec.components["retriever"].type}" has none; use a dense retriever.'
+        )
+    kb = retriever.kb
     edition = cache_directory() / "kb" / f"{kb.directory.name}-edition-{NEW.replace(' ', '-')}"
     edited_copy(kb, edition, edits, pipeline.encoder)
     print(f"({len(edits)} passages rewritten and re-encoded into {edition})")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from .. import atomic, locks
 from ..context import Declared
 from ..errors import IndexFileError, MismatchError
+from ..protocols import SampledTraining
 from .manifest import (
     INDEX_KIND,
     MANIFEST_FILE,
@@ -55,7 +56,7 @@ def index_directory_name(type_name: str, build_params: dict[str, Any]) -> str:
 
 def build_params(declared: Declared) -> dict[str, Any]:
     """The parameters of an index spec that decide what is built (not the search-time ones)."""
-    search: frozenset[str] = getattr(declared.component, "search_params", frozenset())
+    search: frozenset[str] = declared.component.search_params  # a member of the Index protocol
     values: dict[str, Any] = declared.params.model_dump(mode="json")
     return {key: value for key, value in values.items() if key not in search}
 
@@ -252,8 +253,14 @@ class KnowledgeBase:
         index: Index = declared.component.create(self.dim, declared.params)
         first, end = (0, len(self)) if shard is None else (shard.start, shard.stop)
         count = end - first
-        sample_size = min(count, getattr(declared.params, "train_size", DEFAULT_TRAIN_SAMPLE))
-        rng = np.random.default_rng(getattr(declared.params, "seed", 0))
+        params = declared.params
+        train_size, seed = (
+            (params.train_size, params.seed)
+            if isinstance(params, SampledTraining)
+            else (DEFAULT_TRAIN_SAMPLE, 0)
+        )
+        sample_size = min(count, train_size)
+        rng = np.random.default_rng(seed)
         sample_rows = first + np.sort(rng.choice(count, size=sample_size, replace=False))
         index.train(np.asarray(self.embeddings[sample_rows], dtype=np.float32))
         label = f"index {declared.type}" + (f" {shard}" if shard else "")

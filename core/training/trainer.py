@@ -30,7 +30,7 @@ from ..digest import file_sha256
 from ..errors import RagloomError
 from ..evaluation import QAItem, evaluate, read_qa
 from ..pipeline import Pipeline
-from ..protocols import Trainable
+from ..protocols import DifferentiableScores, Trainable
 from ..spec import Spec, TrainSettings
 from .export import export_checkpoint
 from .state import Progress, load_state, save_state
@@ -110,6 +110,20 @@ def _run_identity(spec: Spec, data: Path, dev: Path | None) -> str:
     return digest.hexdigest()[:16]
 
 
+def _check_gradients_reach_the_encoder(pipeline: Pipeline) -> None:
+    """Training the question encoder needs a retriever whose document scores are
+    differentiable in the query vectors (:class:`DifferentiableScores`)."""
+    retriever = pipeline.retriever
+    if isinstance(retriever, DifferentiableScores) and retriever.doc_scores_differentiable:
+        return
+    kind = pipeline.spec.components["retriever"].type
+    raise TrainingError(
+        f'[train] train includes "question_encoder", but the [retriever] type = "{kind}" gives '
+        f"document scores that are not differentiable in the question vectors, so no gradient "
+        f'would reach the encoder. Set [train] train = ["generator"], or use a dense retriever.'
+    )
+
+
 def _trainable(pipeline: Pipeline, table: str) -> Trainable:
     component = pipeline.component(table, "ragloom train")
     if not isinstance(component, Trainable):
@@ -180,6 +194,8 @@ class _Trainer:
         self.out = out
         self.run_identity = run
         torch.manual_seed(self.settings.seed)
+        if "question_encoder" in self.settings.train:
+            _check_gradients_reach_the_encoder(pipeline)
         self.components = {part: _trainable(pipeline, table) for part, table in PARTS.items()}
         self.models = {
             part: component.trainable_model().model for part, component in self.components.items()

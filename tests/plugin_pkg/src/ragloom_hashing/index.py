@@ -8,6 +8,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from ragloom import atomic
+from ragloom.artifacts import SAVED_INDEX
 
 
 class NumpyFlatIndex:
@@ -81,7 +82,7 @@ class NumpyFlatIndex:
         return self._vectors.nbytes + self._ids.nbytes
 
     def save(self, directory):
-        with atomic.directory(Path(directory)) as temporary:
+        with atomic.directory(Path(directory), SAVED_INDEX) as temporary:
             np.save(temporary / "vectors.npy", self._vectors)
             np.save(temporary / "ids.npy", self._ids)
             (temporary / "index.json").write_text(json.dumps({"dim": self.dim}))
