@@ -15,7 +15,7 @@ Torch appears only in annotations, so importing this module stays light.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
@@ -254,6 +254,16 @@ class VectorSearch(Protocol):
 
 
 @runtime_checkable
+class Nested(Protocol):
+    """A component class with nested component tables: ``slots`` maps a key of its table to the
+    kind of the component declared there (the dense retriever's ``{"index": "index"}``). Each
+    is validated with the spec and reaches ``from_spec`` by keyword as a
+    :class:`ragloom.context.Declared`, not yet built."""
+
+    slots: ClassVar[Mapping[str, str]]
+
+
+@runtime_checkable
 class ChecksEncoder(Protocol):
     """A retriever that knows which encoder made its data: ``check_encoder(encoder)`` raises
     :class:`ragloom.errors.MismatchError` for a question encoder whose vectors would not compare
@@ -341,6 +351,21 @@ class SampledTraining(Protocol):
 
     train_size: int
     seed: int
+
+
+CAPABILITIES: tuple[type, ...] = (
+    Nested,
+    ChecksEncoder,
+    RewritesQuestions,
+    DifferentiableScores,
+    KnowledgeBaseRetriever,
+    ForcesEos,
+    EncoderFromFiles,
+    DecoderFromFiles,
+    RetrieverPreflight,
+    SampledTraining,
+)
+"""Every optional capability a component may declare (docs/plugins.md, "Capabilities")."""
 
 
 @runtime_checkable
