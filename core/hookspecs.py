@@ -25,8 +25,8 @@ def register_components(register: Registrar) -> None:
     """Register components under (kind, name).
 
     :param register: call ``register(kind, name, component, description=..., requires=...,
-        install=...)`` once per component. ``kind`` is one of ``encoder``, ``index``,
-        ``retriever``, ``passages``, ``generator``, ``marginalizer``, ``metric``; ``component`` is a
-        class satisfying :class:`ragloom.protocols.Component`, or a ``"module:attribute"`` string
-        naming one, imported only when a spec first uses it.
+        install=...)`` once per component. ``kind`` is the name of one of the kinds in
+        :data:`ragloom.kinds.KINDS`; ``component`` is a class satisfying
+        :class:`ragloom.protocols.Component`, or a ``"module:attribute"`` string naming one,
+        imported only when a spec first uses it.
     """

@@ -13,17 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import DuplicateComponentError, MissingExtraError, UnknownComponentError
+from .kinds import KIND_NAMES
 from .suggest import listing, suggestion
 
-KINDS: tuple[str, ...] = (
-    "encoder",
-    "index",
-    "retriever",
-    "passages",
-    "generator",
-    "marginalizer",
-    "metric",
-)
+KINDS: tuple[str, ...] = KIND_NAMES
+"""The registry's kinds, by name (the table: :data:`ragloom.kinds.KINDS`)."""
 
 
 @dataclass(frozen=True)

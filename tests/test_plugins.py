@@ -61,13 +61,13 @@ def test_an_entry_point_plugin_registers_with_its_distribution(
     entry_points: list[FakeEntryPoint],
 ) -> None:
     def register_components(register: Any) -> None:
-        register("metric", "fake-em", "json:JSONDecoder", description="fake")
+        register("encoder", "fake", "json:JSONDecoder", description="fake")
 
     entry_points.append(FakeEntryPoint("fake", lambda: plugin_module(register_components)))
     registry = build_registry(*plugin_manager())
-    (entry,) = registry.entries("metric")
+    entry = registry.entry("encoder", "fake")
     assert (entry.name, entry.owner.distribution, entry.owner.version) == (
-        "fake-em",
+        "fake",
         "ragloom-fake",
         "1.2.3",
     )

@@ -7,8 +7,7 @@ import sys
 
 import pytest
 
-from ragloom import DuplicateComponentError, MissingExtraError, UnknownComponentError
-from ragloom.protocols import KIND_PROTOCOLS
+from ragloom import DuplicateComponentError, MissingExtraError, UnknownComponentError, kinds
 from ragloom.registry import KINDS, Registrar, Registry
 
 
@@ -56,22 +55,22 @@ def test_missing_extra_names_the_pip_command(registry: Registry, register: Regis
 
 
 def test_targets_load_lazily(registry: Registry, register: Registrar) -> None:
-    register("metric", "lazy", "json:JSONDecoder")
+    register("encoder", "lazy", "json:JSONDecoder")
     sys.modules.pop("ragloom.plugins.faiss_index", None)
     registry.entries()
     assert "ragloom.plugins.faiss_index" not in sys.modules
     import json
 
-    assert registry.load("metric", "lazy") is json.JSONDecoder
+    assert registry.load("encoder", "lazy") is json.JSONDecoder
     assert registry.load("index", "faiss-exact").__name__ == "FaissExactIndex"
 
 
 def test_a_target_that_does_not_exist_raises_import_error(
     registry: Registry, register: Registrar
 ) -> None:
-    register("metric", "broken", "json:NoSuchThing")
+    register("encoder", "broken", "json:NoSuchThing")
     with pytest.raises(ImportError, match='module "json" has no attribute "NoSuchThing"'):
-        registry.load("metric", "broken")
+        registry.load("encoder", "broken")
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -85,4 +84,4 @@ def test_every_builtin_loads_and_has_a_parameter_schema(registry: Registry, kind
         assert entry.description, f"{kind} {entry.name} has no description"
         if kind == "index":
             index = component.create(128, component.Params())
-            assert isinstance(index, KIND_PROTOCOLS[kind])
+            assert isinstance(index, kinds.BY_NAME[kind].protocol)

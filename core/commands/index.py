@@ -11,40 +11,36 @@ from ..artifacts import check_outside, claim_file
 from ..context import Declared
 from ..errors import SpecError
 from ..plugin_manager import get_registry
-from ..spec import load_spec
+from ..spec import load_component
 from ..spec.overrides import CliText
 from .common import overrides, table_lines
 from .kb import add_encoding_options, build_from_args
 from .options import at_least_one
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+INDEX_TABLE = ("retriever", "index")
+"""Where a spec declares the index these commands build: errors name keys by this table."""
 
 
 def declared_index(
-    kb: str, type_name: str, assignments: Sequence[str], only_known: bool = False
+    type_name: str, assignments: Sequence[str], only_known: bool = False
 ) -> Declared:
-    """An index declared on the command line, validated as a spec's ``[retriever.index]``.
+    """An index declared on the command line (``--type``, ``--param KEY=VALUE``), validated as a
+    spec's ``[retriever.index]`` is.
 
     With ``only_known``, parameters the type does not take are left out instead of refused.
     """
+    registry = get_registry()
     given = {
         key: CliText(value, f"--param {key}={value}")
         for key, value in overrides(assignments).items()
     }
     if only_known:
-        fields = get_registry().load("index", type_name).Params.model_fields
+        fields = registry.load("index", type_name).Params.model_fields
         given = {key: value for key, value in given.items() if key in fields}
-    params = {f"retriever.index.{k}": v for k, v in given.items()}
-    spec = load_spec(
-        {
-            "schema": 1,
-            "retriever": {"type": "dense", "kb": kb, "index": {"type": type_name}},
-        },
-        params,
-        name=f"--type {type_name}",
-    )
-    child = spec.components["retriever"].children["index"]
-    return Declared(child.type, get_registry().load("index", child.type), child.params)
+    table = {"type": type_name}
+    index = load_component("index", table, INDEX_TABLE, given, registry, f"--type {type_name}")
+    return index.declared(registry)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -60,7 +56,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             raise SpecError("--input", ["encoding documents needs --spec (its [encoder])."])
         build_from_args(args, Path(args.kb))
     kb = KnowledgeBase.open(Path(args.kb))
-    declared = declared_index(args.kb, args.type, args.param)
+    declared = declared_index(args.type, args.param)
     if args.shards is None:
         kb.build_index(declared)
         print(f"built {kb.index_path(declared)} ({len(kb)} vectors)")
@@ -95,7 +91,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     types = [name.strip() for name in args.types.split(",") if name.strip()]
     if not types:
         raise SpecError("--types", ["name at least one index type, e.g. faiss-exact,hnsw."])
-    declared = [declared_index(args.kb, name, args.param, only_known=True) for name in types]
+    declared = [declared_index(name, args.param, only_known=True) for name in types]
     if args.queries:
         queries = load_queries(Path(args.queries), kb.dim)
     else:

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 from .. import atomic
 from ..artifacts import file_marker
-from ..context import Declared
 from ..digest import file_sha256
 from ..errors import IndexFileError, MismatchError, RagloomError
 from .documents import Document
@@ -133,6 +132,7 @@ def _import_index(index_file: Path, staging: Path, manifest: KBManifest) -> None
     import numpy as np
 
     from ..plugin_manager import get_registry
+    from ..spec import load_component
 
     try:
         index = faiss.read_index(str(index_file))
@@ -149,9 +149,12 @@ def _import_index(index_file: Path, staging: Path, manifest: KBManifest) -> None
             f"{manifest.count} of dim {manifest.dim}."
         )
     type_name, params = _recognize(index)
-    component = get_registry().load("index", type_name)
-    declared = Declared(type_name, component, component.Params(**params))
-    wrapped = component(manifest.dim, declared.params, index, np.arange(index.ntotal))
+    registry = get_registry()
+    table = {"type": type_name, **params}
+    declared = load_component("index", table, registry=registry, name=str(index_file)).declared(
+        registry
+    )
+    wrapped = declared.component(manifest.dim, declared.params, index, np.arange(index.ntotal))
     target = KnowledgeBase.index_path_in(staging, declared)
     wrapped.save(target / INDEX_SUBDIR)
     IndexManifest(

@@ -1,8 +1,7 @@
 """The declarative pipeline spec: TOML, validated with pydantic, resolved through the registry."""
 
-from .loader import load_spec, read_toml
+from .loader import load_component, load_spec, read_toml
 from .model import (
-    COMPONENT_TABLES,
     SCHEMA_VERSION,
     ComponentSpec,
     GenerationSettings,
@@ -14,7 +13,6 @@ from .overrides import parse_assignment
 from .paths import SpecPath
 
 __all__ = [
-    "COMPONENT_TABLES",
     "SCHEMA_VERSION",
     "ComponentSpec",
     "GenerationSettings",
@@ -22,6 +20,7 @@ __all__ = [
     "Spec",
     "SpecPath",
     "TrainSettings",
+    "load_component",
     "load_spec",
     "parse_assignment",
     "read_toml",

@@ -11,17 +11,17 @@ from __future__ import annotations
 import json
 import logging
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from ..errors import MissingExtraError, SpecError, UnknownComponentError
+from ..kinds import SPEC_TABLES
 from ..registry import Registry
 from ..suggest import listing, suggestion
 from .model import (
-    COMPONENT_TABLES,
     SCHEMA_VERSION,
     ComponentSpec,
     GenerationSettings,
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 S = TypeVar("S", bound=Settings)
 M = TypeVar("M", bound=BaseModel)
 
-TOP_LEVEL_KEYS = ("schema", "pipeline", "generation", "train", *COMPONENT_TABLES)
+TOP_LEVEL_KEYS = ("schema", "pipeline", "generation", "train", *SPEC_TABLES)
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -68,10 +68,7 @@ def load_spec(
     ``name``; a :class:`Spec` given again (to apply ``overrides``) keeps its file name and
     directory.
     """
-    if registry is None:
-        from ..plugin_manager import get_registry
-
-        registry = get_registry()
+    registry = _default_registry() if registry is None else registry
     if isinstance(source, Spec):
         name, base_dir, raw = source.source, source.base_dir, source.to_dict()
     elif isinstance(source, Mapping):
@@ -81,6 +78,47 @@ def load_spec(
         name, base_dir, raw = str(path), path.resolve().parent, read_toml(path)
     applied = apply_overrides(raw, overrides or {}, name)
     return _Resolver(name, base_dir, applied, registry).spec()
+
+
+def load_component(
+    kind: str,
+    raw: Mapping[str, Any],
+    at: Sequence[str] = (),
+    overrides: Mapping[str, Any] | None = None,
+    registry: Registry | None = None,
+    name: str = "<dict>",
+) -> ComponentSpec:
+    """Validate one component table of ``kind`` (``type`` and parameters, nested tables
+    included) as a spec's table at the key path ``at`` (``("retriever", "index")``; default: the
+    top-level table of ``kind``) is validated.
+
+    ``overrides`` map keys of the table (``{"nprobe": 8}``, dotted for nested tables) to values;
+    errors name the table by ``at`` and each overridden key by its origin (``--param M=x``).
+    Relative paths are relative to the working directory. Raises SpecError listing every problem.
+    """
+    registry = _default_registry() if registry is None else registry
+    at = tuple(at) or (kind,)
+    nested: dict[str, Any] = dict(raw)
+    for part in reversed(at):
+        nested = {part: nested}
+    prefix = ".".join(at)
+    applied = apply_overrides(
+        nested, {f"{prefix}.{key}": value for key, value in (overrides or {}).items()}, name
+    )
+    table: Any = applied.data
+    for part in at:
+        table = table[part]
+    resolver = _Resolver(name, Path.cwd(), applied, registry)
+    component = resolver.component(kind, at, table)
+    if resolver.problems or component is None:
+        raise SpecError(name, resolver.problems)
+    return component
+
+
+def _default_registry() -> Registry:
+    from ..plugin_manager import get_registry
+
+    return get_registry()
 
 
 class _Resolver:
@@ -103,9 +141,9 @@ class _Resolver:
         generation = self._settings("generation", GenerationSettings)
         train = self._settings("train", TrainSettings)
         components = {}
-        for table, kind in COMPONENT_TABLES.items():
+        for table in SPEC_TABLES:  # each resolves in the kind of its name
             if table in self.data:
-                component = self._component(kind, (table,), self.data[table])
+                component = self.component(table, (table,), self.data[table])
                 if component is not None:
                     components[table] = component
         if self.problems or pipeline is None or generation is None or train is None:
@@ -152,7 +190,9 @@ class _Resolver:
             self.problems.extend(describe(error, table, model, self.overridden))
             return None
 
-    def _component(self, kind: str, table: tuple[str, ...], raw: Any) -> ComponentSpec | None:
+    def component(self, kind: str, table: tuple[str, ...], raw: Any) -> ComponentSpec | None:
+        """The component table ``raw`` of ``kind`` at key path ``table``, its nested tables
+        resolved too; None (the problems recorded) when it does not validate."""
         path = key_path(table)
         if not isinstance(raw, dict):
             self.problems.append(f"{path} = {toml_value(raw)} must be a table: [{path}].")
@@ -185,7 +225,7 @@ class _Resolver:
                     f"type, one of: {listing(self.registry.names(slot_kind))}."
                 )
                 continue
-            child = self._component(slot_kind, (*table, slot), raw[slot])
+            child = self.component(slot_kind, (*table, slot), raw[slot])
             if child is not None:
                 children[slot] = child
         params = {key: value for key, value in raw.items() if key != "type" and key not in slots}

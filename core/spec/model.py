@@ -1,25 +1,22 @@
-"""What a validated spec holds: the fixed tables and the resolved component tables."""
+"""What a validated spec holds: the fixed tables and the resolved component tables (the tables
+of :data:`ragloom.kinds.SPEC_TABLES`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field
 
 from .paths import SpecPath, absolute_paths
 
-SCHEMA_VERSION = 1
+if TYPE_CHECKING:
+    from ..declared import Declared
+    from ..registry import Registry
 
-COMPONENT_TABLES: dict[str, str] = {
-    "encoder": "encoder",
-    "retriever": "retriever",
-    "generator": "generator",
-    "marginalizer": "marginalizer",
-}
-"""Top-level tables that declare a component, and the registry kind each resolves in."""
+SCHEMA_VERSION = 1
 
 
 class Settings(BaseModel):
@@ -115,6 +112,17 @@ class ComponentSpec:
     type: str
     params: BaseModel
     children: dict[str, ComponentSpec] = field(default_factory=dict)
+
+    def declared(self, registry: Registry) -> Declared:
+        """The table as a parent receives it: its registered class loaded, not built."""
+        from ..declared import Declared
+
+        return Declared(self.type, registry.load(self.kind, self.type), self.params)
+
+    def declared_children(self, registry: Registry) -> dict[str, Declared]:
+        """The nested tables, by slot, as :meth:`declared` gives them (``from_spec``'s
+        ``**children``)."""
+        return {slot: child.declared(registry) for slot, child in self.children.items()}
 
     def to_dict(self) -> dict[str, Any]:
         """The table as it would be written in TOML (None values left out)."""
