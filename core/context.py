@@ -1,5 +1,5 @@
 """What a component is told when it is built: where the spec lives, the pipeline settings, and
-its nested components."""
+its nested components (:class:`Declared`, from :mod:`ragloom.declared`)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .spec.paths import ASSET_PREFIX, absolute
+from .assets import ASSET_PREFIX, resolve
+from .declared import Declared as Declared
+from .spec.paths import absolute
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel
-
     from .spec.model import PipelineSettings
 
 
@@ -44,21 +44,5 @@ class BuildContext:
         """``path`` made absolute against the spec's directory; ``~`` is expanded, and
         ``asset:NAME`` names a packaged model (:mod:`ragloom.assets`)."""
         if isinstance(path, str) and path.startswith(ASSET_PREFIX):
-            from .assets import resolve
-
             return resolve(path)
         return Path(absolute(str(path), self.base_dir))
-
-
-@dataclass(frozen=True)
-class Declared:
-    """A nested component as its parent receives it: resolved and validated, not yet built.
-
-    The parent decides when and how to build it (a dense retriever loads a cached index or builds
-    one from stored embeddings). ``component`` is the registered class, ``params`` its validated
-    ``Params``, ``type`` the registered name.
-    """
-
-    type: str
-    component: Any
-    params: BaseModel

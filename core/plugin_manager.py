@@ -24,6 +24,7 @@ from . import hookspecs
 from .errors import PluginLoadError, RagloomError
 from .registry import Owner, Registrar, Registry
 from .suggest import listing, suggestion
+from .version import ragloom_version
 
 ENTRY_POINT_GROUP = "ragloom"
 DEFAULT_PLUGINS: tuple[str, ...] = ("ragloom.plugins.builtin",)
@@ -32,14 +33,7 @@ DISABLED_ENV = "RAGLOOM_DISABLED_PLUGINS"
 
 
 def _ragloom_owner(plugin: str) -> Owner:
-    return Owner("ragloom", _ragloom_version(), plugin)
-
-
-def _ragloom_version() -> str:
-    try:
-        return importlib.metadata.version("ragloom")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
+    return Owner("ragloom", ragloom_version(), plugin)
 
 
 def _disabled() -> set[str]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -33,35 +32,17 @@ from ragloom.context import BuildContext
 from ragloom.errors import RagloomError
 from ragloom.preflight import DecoderShape
 from ragloom.protocols import PassageText, TrainableModel
-from ragloom.rag_checkpoint import load_rag_part, read_config, tokenizer_files
+from ragloom.rag_checkpoint import ModelDirectoryError, load_rag_part
 from ragloom.spec import SpecPath
-from ragloom.spec.paths import ASSET_PREFIX
-from ragloom.torch_files import refusing_pickles
 
-from .hf_encoder import ModelDirectoryError, weights_file
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from . import hf_loading
+from .hf_loading import DTYPES, cache_argument, generator_config, load_pretrained
 
 
 def context_string(prefix: str, title: str, text: str, question: str) -> str:
     """The generator input for one passage, exactly as transformers' RagRetriever writes it."""
     title = title.removeprefix('"').removesuffix('"')
     return (prefix + title + " / " + text + " // " + question).replace("  ", " ")
-
-
-def generator_config(params: Any, context: BuildContext) -> dict[str, Any]:
-    """The generator's ``config.json`` (of ``path``, or of ``[pipeline] checkpoint``'s generator
-    part), read without loading the model; packaged models (``asset:``) are not read here."""
-    if params.path is not None:
-        if params.path.startswith(ASSET_PREFIX):
-            raise RagloomError(f"{params.path} is a packaged model, checked when first built.")
-        return read_config(context.resolve_path(params.path))
-    if context.pipeline.checkpoint is not None:
-        return read_config(context.resolve_path(context.pipeline.checkpoint), "generator")
-    raise ModelDirectoryError(
-        "[generator] needs path = a model directory, or [pipeline] checkpoint = a "
-        "transformers RAG directory."
-    )
 
 
 @dataclass
@@ -141,22 +122,16 @@ class BartGenerator:
         self.special_token_ids = frozenset(int(i) for i in tokenizer.all_special_ids)
         self.prefix = getattr(config, "prefix", None) or ""
         self.device = torch.device(params.device)
-        # transformers 5 renamed past_key_values to cache
-        forward = inspect.signature(model.forward).parameters
-        self._cache_argument = "cache" if "cache" in forward else "past_key_values"
+        self._cache_argument = cache_argument(model)
 
     @classmethod
     def from_spec(cls, params: Any, context: BuildContext, **children: Any) -> BartGenerator:
-        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+        from transformers import AutoModelForSeq2SeqLM
 
         kwargs = cls._loading_arguments(params)
         if params.path is not None:
             directory = context.resolve_path(params.path)
-            weights = weights_file(directory)
-            tokenizer_files(directory)
-            with refusing_pickles(weights):
-                model = AutoModelForSeq2SeqLM.from_pretrained(directory, **kwargs)
-            tokenizer = AutoTokenizer.from_pretrained(directory)
+            model, tokenizer = load_pretrained(AutoModelForSeq2SeqLM, directory, **kwargs)
         elif context.pipeline.checkpoint is not None:
             checkpoint = context.resolve_path(context.pipeline.checkpoint)
             model, tokenizer = load_rag_part(checkpoint, "generator", **kwargs)
@@ -320,9 +295,7 @@ class BartGenerator:
             )
         return TrainableModel(self.model, self.tokenizer)
 
-    def checkpoint_table(self, table: dict[str, Any]) -> dict[str, Any]:
-        """The model from the checkpoint."""
-        return {key: value for key, value in table.items() if key not in ("path", "gguf_file")}
+    checkpoint_table = staticmethod(hf_loading.checkpoint_table)
 
     def encode_targets(self, texts: Sequence[str]) -> torch.Tensor:
         labels: torch.Tensor = self.tokenizer(list(texts), padding=True, return_tensors="pt")[

@@ -16,7 +16,6 @@ checkpointing requires.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -28,12 +27,11 @@ from ragloom.context import BuildContext
 from ragloom.errors import RagloomError
 from ragloom.preflight import DecoderShape
 from ragloom.protocols import PassageText, TrainableModel
-from ragloom.rag_checkpoint import load_rag_part, tokenizer_files
+from ragloom.rag_checkpoint import ModelDirectoryError, load_rag_part
 from ragloom.spec import SpecPath
-from ragloom.torch_files import refusing_pickles
 
-from .bart_generator import DTYPES, generator_config
-from .hf_encoder import ModelDirectoryError, weights_file
+from . import hf_loading
+from .hf_loading import DTYPES, cache_argument, checked_weights, generator_config, load_pretrained
 
 PROMPT_FIELDS = ("title", "text", "question")
 """The placeholders a prompt may use."""
@@ -124,12 +122,11 @@ class CausalLMGenerator:
         self.special_token_ids = frozenset(int(i) for i in tokenizer.all_special_ids)
         self.use_chat = params.chat_template and getattr(tokenizer, "chat_template", None)
         self.start_token_ids = self._answer_opening()
-        forward = inspect.signature(model.forward).parameters
-        self._cache_argument = "cache" if "cache" in forward else "past_key_values"
+        self._cache_argument = cache_argument(model)
 
     @classmethod
     def from_spec(cls, params: Any, context: BuildContext, **children: Any) -> CausalLMGenerator:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         loading: dict[str, Any] = {"dtype": DTYPES[params.dtype]}
         if params.path is None:
@@ -144,21 +141,20 @@ class CausalLMGenerator:
             )
             return cls(model.to(params.device), tokenizer, params)
         directory = context.resolve_path(params.path)
-        gguf: dict[str, str] = {}
         if params.gguf_file is not None:
             weights = directory / params.gguf_file
             if not weights.is_file():
                 raise ModelDirectoryError(f"[generator] gguf_file {weights} does not exist.")
-            gguf["gguf_file"] = params.gguf_file
         else:
-            weights = weights_file(directory)
-            tokenizer_files(directory)
-        tokenizer = AutoTokenizer.from_pretrained(directory, **gguf)
-        loading.update(gguf)
-        with refusing_pickles(weights):
-            model = AutoModelForCausalLM.from_pretrained(
-                directory, attn_implementation=params.attention, **loading
-            )
+            weights = checked_weights(directory)
+        model, tokenizer = load_pretrained(
+            AutoModelForCausalLM,
+            directory,
+            weights,
+            params.gguf_file,
+            attn_implementation=params.attention,
+            **loading,
+        )
         return cls(model.to(params.device), tokenizer, params)
 
     @classmethod
@@ -302,9 +298,7 @@ class CausalLMGenerator:
     def trainable_model(self) -> TrainableModel:
         return TrainableModel(self.model, self.tokenizer)
 
-    def checkpoint_table(self, table: dict[str, Any]) -> dict[str, Any]:
-        """The model from the checkpoint."""
-        return {key: value for key, value in table.items() if key not in ("path", "gguf_file")}
+    checkpoint_table = staticmethod(hf_loading.checkpoint_table)
 
     def encode_targets(self, texts: Sequence[str]) -> torch.Tensor:
         rows = [[*self.start_token_ids, *self._plain_ids(t), self.eos_token_id] for t in texts]

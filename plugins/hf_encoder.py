@@ -38,11 +38,10 @@ from ragloom.rag_checkpoint import (
     vector_size,
 )
 from ragloom.spec import SpecPath
-from ragloom.torch_files import refusing_pickles
+
+from .hf_loading import checked_weights, load_pretrained, weights_file
 
 log = logging.getLogger(__name__)
-
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 def tower_source(directory: Path) -> str:
@@ -55,22 +54,6 @@ def tower_source(directory: Path) -> str:
         weights, tokenizer = file_sha256(weights_file(directory)), directory
     tokens = [f"{path.name}:{file_sha256(path)}" for path in tokenizer_files(tokenizer)]
     return ";".join([weights, *tokens])
-
-
-def weights_file(directory: Path) -> Path:
-    """The weight file of a transformers model directory, or a clear error."""
-    if not directory.is_dir():
-        raise ModelDirectoryError(f"model directory {directory} does not exist.")
-    for name in WEIGHT_FILES:
-        if (directory / name).is_file():
-            return directory / name
-    sharded = sorted(directory.glob("model-*.safetensors"))
-    if sharded:
-        return sharded[0]
-    raise ModelDirectoryError(
-        f"{directory} has no weights ({' or '.join(WEIGHT_FILES)}). Point the spec at a directory "
-        f"written by save_pretrained."
-    )
 
 
 class Tower:
@@ -95,17 +78,14 @@ class Tower:
         if is_rag_checkpoint(directory):
             model, tokenizer = load_rag_part(directory, "question_encoder")
             return cls(model, tokenizer, pooling, max_length, device)
-        weights = weights_file(directory)
-        tokenizer_files(directory)
+        weights = checked_weights(directory)
         config = transformers.AutoConfig.from_pretrained(directory)
         if config.model_type == "dpr":
             architecture = (config.architectures or ["DPRQuestionEncoder"])[0]
             model_class = getattr(transformers, architecture)
         else:
             model_class = transformers.AutoModel
-        with refusing_pickles(weights):
-            model = model_class.from_pretrained(directory)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
+        model, tokenizer = load_pretrained(model_class, directory, weights)
         return cls(model, tokenizer, pooling, max_length, device)
 
     @property

@@ -9,7 +9,6 @@ read as 32.
 
 from __future__ import annotations
 
-import importlib.metadata
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -20,6 +19,7 @@ from .. import atomic
 from ..artifacts import json_marker
 from ..digest import file_xxh3
 from ..errors import IndexFileError
+from ..version import ragloom_version as ragloom_version
 
 MANIFEST_FILE = "manifest.json"
 
@@ -29,13 +29,6 @@ INDEX_KIND = json_marker(
 )
 
 M = TypeVar("M", bound="Manifest")
-
-
-def ragloom_version() -> str:
-    try:
-        return importlib.metadata.version("ragloom")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 class Manifest(BaseModel):

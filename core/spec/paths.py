@@ -15,6 +15,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel
 
+from ..assets import ASSET_PREFIX as ASSET_PREFIX
+
 
 class _PathKey:
     """The marker :data:`SpecPath` carries."""
@@ -24,8 +26,6 @@ PATH_KEY = _PathKey()
 
 SpecPath = Annotated[str, PATH_KEY]
 """A spec value that is a path relative to the spec file (or ``asset:NAME``)."""
-
-ASSET_PREFIX = "asset:"
 
 
 def absolute(value: str, base_dir: Path) -> str:
