@@ -6,9 +6,8 @@ from ragloom.testing import IndexContract
 
 
 class TestMyIndex(IndexContract):
-    @pytest.fixture
-    def index_factory(self):
-        return lambda dim: MyIndex.create(dim, MyIndex.Params())
+    index_class = MyIndex
+    params = MyIndex.Params()
 ```
 
 ragloom installs the pytest plugin ``ragloom.pytest_plugin`` (entry point ``pytest11``), which
