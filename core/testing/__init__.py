@@ -14,8 +14,19 @@ ragloom installs the pytest plugin ``ragloom.pytest_plugin`` (entry point ``pyte
 turns on pytest's assertion rewriting for these suites.
 """
 
+from .encoder_contract import EncoderContract
+from .generator_contract import GeneratorContract
 from .index_contract import IndexContract, unit_vectors
 from .marginalizer_contract import MarginalizerContract
+from .retriever_contract import RetrieverContract
 from .table_generator import TableGenerator
 
-__all__ = ["IndexContract", "MarginalizerContract", "TableGenerator", "unit_vectors"]
+__all__ = [
+    "EncoderContract",
+    "GeneratorContract",
+    "IndexContract",
+    "MarginalizerContract",
+    "RetrieverContract",
+    "TableGenerator",
+    "unit_vectors",
+]
