@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from . import atomic, locks
 from .artifacts import absolute, claim, json_marker
 from .errors import RagloomError
-from .kb.documents import described, json_records, string_field
+from .kb.documents import DocumentsError, described, json_records, string_field
 from .kb.manifest import MANIFEST_FILE
 from .metrics import exact_match, f1, has_answer
 from .protocols import Answer, KnowledgeBaseRetriever
@@ -45,6 +45,13 @@ def read_qa(path: Path) -> list[QAItem]:
     """Every line of a JSONL QA file, checked before anything runs: ``question`` (a non-empty
     string) and ``answers`` (a non-empty list of strings) are required, ``title`` (a string)
     optional. Lines are read as documents are (:func:`ragloom.kb.documents.json_records`)."""
+    try:
+        return _qa_items(path)
+    except DocumentsError as error:  # a line that is not JSON text
+        raise QADataError(str(error)) from None
+
+
+def _qa_items(path: Path) -> list[QAItem]:
     items = []
     for number, row in json_records(path):
         where = f"{path}:{number}"

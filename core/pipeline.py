@@ -168,6 +168,7 @@ class Pipeline:
         _check_questions(questions)
         if not questions:
             return []
+        self._require_reader()
         with torch.inference_mode():
             return self._answer(questions, self._retrieve(questions, None), settings)
 
@@ -188,8 +189,15 @@ class Pipeline:
             )
         if not questions:
             return []
+        self._require_reader()
         with torch.inference_mode():
             return self._answer(questions, _columns(retrieved, self.spec.pipeline.n_docs), settings)
+
+    def _require_reader(self) -> None:
+        """Build generator and marginalizer before any retrieval: a spec without them fails
+        before work is done."""
+        self.component("generator", "generation")
+        self.component("marginalizer", "generation")
 
     def _answer(
         self, questions: Sequence[str], retrieved: Retrieved, settings: GenerationSettings

@@ -50,12 +50,12 @@ class DenseRetriever:
     def __init__(
         self,
         kb: KnowledgeBase,
-        search: VectorSearch,
+        searcher: VectorSearch,
         params: Params,
         index_directory: Path | None = None,
     ) -> None:
         self.kb = kb
-        self.search = search
+        self.searcher = searcher
         self.params = params
         self.index_directory = index_directory
 
@@ -118,7 +118,7 @@ class DenseRetriever:
     def retrieve(self, questions: Questions, k: int) -> Retrieved:
         queries = questions.vectors()
         vectors = queries.detach().to("cpu", torch.float32).numpy()
-        scores, ids = self.search.search(vectors, k)
+        scores, ids = self.searcher.search(vectors, k)
         doc_vectors = torch.from_numpy(self.kb.vectors(ids))
         exact = doc_vectors.to(device=queries.device, dtype=queries.dtype)
         doc_scores = torch.bmm(queries.unsqueeze(1), exact.transpose(1, 2)).squeeze(1)

@@ -125,7 +125,7 @@ def test_swapping_the_index_reuses_the_embeddings(kb: Path, model: Path, tmp_pat
         },
     )
     again.retrieve(["moon landing apollo"])
-    assert again.retriever.index.params.ef == 16
+    assert again.retriever.searcher.params.ef == 16
     assert [path.name for path, _ in KnowledgeBase.open(kb).index_manifests()] == names, (
         "a search-time change reuses the built index"
     )

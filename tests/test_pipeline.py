@@ -36,7 +36,7 @@ def test_components_are_built_lazily_and_once(
 @pytest.mark.parametrize(
     ("call", "missing"),
     [
-        (lambda p: p.retrieve(["q"]), "encoder"),
+        (lambda p: p.retrieve(["q"]), "retriever"),
         (lambda p: p.generate(["q"]), "generator"),
         (lambda p: p.loss(["q"], ["a"]), "generator"),
     ],
@@ -81,3 +81,34 @@ def test_no_questions_no_answers(write_spec: Callable[..., Path], toy_registry: 
     assert pipeline.generate([]) == []
     with pytest.raises(TypeError, match="a list of strings, not one string"):
         pipeline.retrieve("one question")
+
+
+KEYWORD_SPEC = """
+schema = 1
+[pipeline]
+n_docs = 2
+[encoder]
+type = "refusing"
+[retriever]
+type = "toy-keywords"
+passages = ["the moon landing", "a cat on a mat", "landing gear of a plane"]
+"""
+
+
+def test_a_retriever_that_reads_text_never_encodes_the_questions(
+    write_spec: Callable[..., Path], toy_registry: Registry
+) -> None:
+    pipeline = Pipeline.from_spec(write_spec(KEYWORD_SPEC), registry=toy_registry)
+    retrieved = pipeline.retrieve(["moon landing", "cat"])
+    assert retrieved.ids.tolist() == [[0, 2], [1, 0]]
+    assert [p.text for p in retrieved.passages[1]] == ["a cat on a mat", "the moon landing"]
+
+
+def test_training_the_question_encoder_needs_differentiable_scores(
+    write_spec: Callable[..., Path], toy_registry: Registry
+) -> None:
+    from ragloom.training.trainer import TrainingError, _check_gradients_reach_the_encoder
+
+    pipeline = Pipeline.from_spec(write_spec(KEYWORD_SPEC), registry=toy_registry)
+    with pytest.raises(TrainingError, match='train = \\["generator"\\], or use a dense retriever'):
+        _check_gradients_reach_the_encoder(pipeline)

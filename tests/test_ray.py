@@ -93,7 +93,7 @@ def test_approximate_shards_find_most_exact_neighbours(cluster: None, workspace:
 def test_a_killed_shard_actor_is_restarted_from_disk(cluster: None, workspace: Path) -> None:
     pipeline = sharded(workspace, shards=2)
     before = pipeline.retrieve(QUESTIONS)
-    ray.kill(pipeline.retriever.index.actors[1], no_restart=False)  # type: ignore[attr-defined]
+    ray.kill(pipeline.retriever.searcher.actors[1], no_restart=False)  # type: ignore[attr-defined]
     after = pipeline.retrieve(QUESTIONS)
     assert after.ids.tolist() == before.ids.tolist()
 
@@ -103,7 +103,7 @@ def test_a_dead_shard_fails_the_call_and_names_the_shard(cluster: None, workspac
 
     pipeline = sharded(workspace, shards=3, max_restarts=0)
     pipeline.retrieve(QUESTIONS[:2])
-    ray.kill(pipeline.retriever.index.actors[2])  # type: ignore[attr-defined]
+    ray.kill(pipeline.retriever.searcher.actors[2])  # type: ignore[attr-defined]
     dead = str(KnowledgeBase.open(workspace / "kb").shards(3)[2])
     with pytest.raises(ShardError, match=re.escape(dead)):
         pipeline.retrieve(QUESTIONS[:2])

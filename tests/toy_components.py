@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ragloom.context import BuildContext, Declared
+from ragloom.protocols import Passage, Questions, Retrieved
 from ragloom.registry import Registrar
 
 
@@ -61,8 +62,53 @@ class BareGenerator(ToyGenerator):
         model_config = ConfigDict(extra="forbid")
 
 
+class ToyKeywordRetriever:
+    """A retriever that reads the questions' text: passages ranked by the words they share."""
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        passages: list[str]
+
+    def __init__(self, params: Params) -> None:
+        self.passages = params.passages
+
+    @classmethod
+    def from_spec(cls, params: Any, context: BuildContext, **children: Any) -> ToyKeywordRetriever:
+        return cls(params)
+
+    def retrieve(self, questions: Questions, k: int) -> Retrieved:
+        import torch
+
+        rows = []
+        for text in questions.texts:
+            words = set(text.lower().split())
+            shared = [len(words & set(p.lower().split())) for p in self.passages]
+            order = sorted(range(len(self.passages)), key=lambda i: (-shared[i], i))[:k]
+            rows.append([Passage(i, "", self.passages[i], float(shared[i])) for i in order])
+        scores = torch.tensor([[p.score for p in row] for row in rows])
+        return Retrieved(
+            ids=torch.tensor([[p.id for p in row] for row in rows]),
+            scores=scores,
+            doc_scores=scores,
+            passages=rows,
+        )
+
+
+class RefusingEncoder:
+    """An encoder that must never be built: a pipeline whose retriever reads text needs none."""
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def from_spec(cls, params: Any, context: BuildContext, **children: Any) -> RefusingEncoder:
+        raise AssertionError("the encoder was built although nothing needs query vectors")
+
+
 def register_toys(register: Registrar) -> None:
     register("retriever", "toy", ToyRetriever, description="test retriever")
+    register("retriever", "toy-keywords", ToyKeywordRetriever, description="reads text")
+    register("encoder", "refusing", RefusingEncoder, description="must not be built")
     register("generator", "toy", ToyGenerator, description="test generator")
     register(
         "index",
