@@ -43,7 +43,7 @@ def test_ragloom_plugins_lists_the_installed_plugin(site: Path) -> None:
     result = python(site, "-m", "ragloom.cli", "plugins", "--json")
     assert result.returncode == 0, result.stderr
     rows = {(row["kind"], row["name"]): row for row in json.loads(result.stdout)}
-    for key in [("encoder", "hashing"), ("index", "numpy-flat")]:
+    for key in [("encoder", "hashing"), ("index", "numpy-flat"), ("retriever", "keyword")]:
         assert rows[key]["distribution"] == "ragloom-hashing"
         assert rows[key]["version"] == "0.1.0"
         assert rows[key]["plugin"] == "hashing"
@@ -77,7 +77,41 @@ def test_the_plugins_own_keys_are_validated(site: Path, tmp_path: Path) -> None:
     assert "[encoder] dim = 1: Input should be greater than or equal to 2." in result.stderr
 
 
-def test_the_plugin_passes_the_index_contract(site: Path) -> None:
-    result = python(site, "-m", "pytest", "-q", "-p", "no:cacheprovider", cwd=PACKAGE)
+KEYWORD_SPEC = """
+schema = 1
+[retriever]
+type = "keyword"
+path = "passages.jsonl"
+"""
+
+
+def test_the_keyword_retriever_reads_text_and_never_encodes(site: Path, tmp_path: Path) -> None:
+    """A spec without an [encoder]: the keyword retriever reads the questions' text only (any
+    encoding would fail for want of an encoder)."""
+    lines = [
+        {"title": "Orwell", "text": "animal farm is a novel by orwell"},
+        {"title": "Paris", "text": "paris is the capital of france"},
+        {"title": "Moon", "text": "apollo put an astronaut on the moon"},
+    ]
+    (tmp_path / "passages.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    spec = tmp_path / "spec.toml"
+    spec.write_text(KEYWORD_SPEC, encoding="utf-8")
+    code = (
+        "import sys; from ragloom import Pipeline; "
+        "p = Pipeline.from_spec(sys.argv[1]); "
+        "r = p.retrieve(['who wrote animal farm', 'the capital of france'], k=2); "
+        "print(r.ids.tolist(), r.passages[1][0].title, type(p.retriever).__module__)"
+    )
+    result = python(site, "-c", code, str(spec))
+    assert result.returncode == 0, result.stderr
+    ids, title, module = result.stdout.rsplit(maxsplit=2)
+    assert (ids, title, module) == ("[[0, 1], [1, 2]]", "Paris", "ragloom_hashing.keyword")
+
+
+def test_the_plugin_passes_the_index_and_retriever_contracts(site: Path) -> None:
+    """The package's own tests, run from the pip install: IndexContract for numpy-flat and
+    RetrieverContract for keyword (no encoder: its questions refuse to be encoded)."""
+    result = python(site, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", cwd=PACKAGE)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "14 passed" in result.stdout
+    assert "22 passed, 3 skipped" in result.stdout
+    assert "RetrieverContract" not in result.stderr

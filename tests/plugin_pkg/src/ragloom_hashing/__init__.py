@@ -1,1 +1,2 @@
-"""ragloom-hashing: a feature-hashing encoder and a brute-force numpy index for ragloom."""
+"""ragloom-hashing: a feature-hashing encoder, a brute-force numpy index and a keyword retriever
+for ragloom."""

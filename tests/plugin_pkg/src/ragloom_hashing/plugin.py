@@ -17,3 +17,9 @@ def register_components(register):
         "ragloom_hashing.index:NumpyFlatIndex",
         description="Brute-force inner product in numpy, saved as .npy files.",
     )
+    register(
+        "retriever",
+        "keyword",
+        "ragloom_hashing.keyword:KeywordRetriever",
+        description="Passages ranked by the words they share with the question; never encodes.",
+    )
