@@ -8,7 +8,8 @@ Held-out entities were never trained on: only the passage can answer them.
 
     python benchmarks/hotswap.py [--entities 200] [--steps 1500] [--out DIR]
 
-See ragloom.testing.hotswap for the setup; the defaults reproduce docs/benchmarks.md.
+See hotswap_experiment.py (beside this script) for the setup; the defaults reproduce
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import tempfile
 from dataclasses import fields
 from pathlib import Path
 
+from hotswap_experiment import HotswapSettings, run_hotswap  # beside this script
+
 from ragloom.commands.common import table_lines
-from ragloom.testing.hotswap import HotswapSettings, run_hotswap
 
 
 def main() -> None:

@@ -10,6 +10,10 @@ memorized match edition A whatever the index.
 
 Questions are split by entity: ``trained`` entities were seen in training (edition A answers),
 ``held-out`` entities never were, so only reading the passage answers them.
+
+A module beside its two users, not part of the ragloom package: ``benchmarks/hotswap.py`` (the
+full run) imports it from its own directory, ``tests/test_hotswap.py`` (the short run) with
+``benchmarks/`` put on ``sys.path`` for that test alone.
 """
 
 from __future__ import annotations
@@ -21,14 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..kb.build import build_knowledge_base
-from ..kb.documents import Document
-from ..metrics import exact_match, has_answer
-from ..pipeline import Pipeline
-from ..spec import load_spec
-from ..training import train
-from .tiny_models import Size, bart_model, bpe_tokenizer
-from .world import EDITIONS, World, generate_world, write_jsonl
+from ragloom.kb.build import build_knowledge_base
+from ragloom.kb.documents import Document
+from ragloom.metrics import exact_match, has_answer
+from ragloom.pipeline import Pipeline
+from ragloom.spec import load_spec
+from ragloom.testing.tiny_models import Size, bart_model, bpe_tokenizer
+from ragloom.testing.world import EDITIONS, World, generate_world, write_jsonl
+from ragloom.training import train
 
 
 @dataclass(frozen=True)
