@@ -133,10 +133,9 @@ class Component(Protocol):
 
     ``Params`` is a pydantic model of the keys the component accepts in its spec table (besides
     ``type``); it must forbid extra keys, so typos are caught. Every registered component has it,
-    nested ones too. ``slots`` (optional) maps a key of the table to the kind of a nested component
-    table (the dense retriever's ``[retriever.index]``); those reach ``from_spec`` by keyword as
-    :class:`ragloom.context.Declared`, validated but not built. ``from_spec`` is called only when
-    the pipeline first needs the component: it is where weights and files load.
+    nested ones too. A component with nested tables declares them with ``slots`` (the
+    :class:`Nested` capability). ``from_spec`` is called only when the pipeline first needs the
+    component: it is where weights and files load.
     """
 
     Params: ClassVar[type[BaseModel]]

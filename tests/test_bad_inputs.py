@@ -186,7 +186,7 @@ def test_validate_refuses_unknown_prompt_placeholders(setup: Setup) -> None:
 
 def test_retrieve_nothing_returns_an_empty_result(setup: Setup) -> None:
     retrieved = Pipeline.from_spec(setup.spec).retrieve([], k=3)
-    assert retrieved.ids.shape == (0, 3) and retrieved.doc_vectors.shape == (0, 3, 32)
+    assert retrieved.ids.shape == (0, 3) and retrieved.doc_scores.shape == (0, 3)
     assert retrieved.passages == []
 
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..errors import MissingExtraError, SpecError, UnknownComponentError
 from ..kinds import SPEC_TABLES
+from ..protocols import Nested
 from ..registry import Registry
 from ..suggest import listing, suggestion
 from .model import (
@@ -216,7 +217,7 @@ class _Resolver:
         except MissingExtraError as error:
             self._problem(f"[{path}] {error}", type_path)
             return None
-        slots: Mapping[str, str] = getattr(component, "slots", {})
+        slots: Mapping[str, str] = component.slots if isinstance(component, Nested) else {}
         children = {}
         for slot, slot_kind in slots.items():
             if slot not in raw:
