@@ -16,9 +16,9 @@ from ragloom.testing import EncoderContract
 from ragloom.testing.tiny_models import bert_dir, dpr_dirs
 
 
-def build(component: Any, directory: Path, **params: str) -> Any:
-    context = BuildContext(directory, PipelineSettings())
-    return component.from_spec(component.Params(**params), context)
+def table(component: Any, directory: Path, **params: str) -> tuple[Any, BuildContext]:
+    """The validated Params and the BuildContext of a spec table."""
+    return component.Params(**params), BuildContext(directory, PipelineSettings())
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,19 @@ EMPTY_REWRITE = pytest.mark.xfail(
 
 
 class HFEncoderContract(EncoderContract):
+    """An encoder of plugins/hf_encoder.py, built from the spec tables of ``tables`` (one per
+    variant)."""
+
+    component: Any = HFEncoder
+
+    @pytest.fixture
+    def encoder_factory(self, tables: list[tuple[Any, BuildContext]]) -> Callable[[int], Any]:
+        return lambda variant: self.component.from_spec(*tables[variant])
+
+    @pytest.fixture
+    def spec_table(self, tables: list[tuple[Any, BuildContext]]) -> tuple[Any, BuildContext]:
+        return tables[0]
+
     @EMPTY_REWRITE
     def test_rewriting_no_questions(self, encoder: Any) -> None:
         super().test_rewriting_no_questions(encoder)
@@ -48,23 +61,25 @@ class HFEncoderContract(EncoderContract):
 
 class TestDPR(HFEncoderContract):
     @pytest.fixture
-    def encoder_factory(self, dprs: list[tuple[Path, Path]]) -> Callable[[int], Any]:
-        def factory(variant: int) -> Any:
-            question, context = dprs[variant]
-            return build(HFEncoder, question.parent, path=str(question), passage_path=str(context))
-
-        return factory
+    def tables(self, dprs: list[tuple[Path, Path]]) -> list[tuple[Any, BuildContext]]:
+        return [
+            table(HFEncoder, question.parent, path=str(question), passage_path=str(context))
+            for question, context in dprs
+        ]
 
 
 class TestDPROverBERT(HFEncoderContract):
     @pytest.fixture
-    def encoder_factory(self, berts: list[Path]) -> Callable[[int], Any]:
-        return lambda variant: build(
-            HFEncoder, berts[variant], path=str(berts[variant]), pooling="mean", normalize="true"
-        )
+    def tables(self, berts: list[Path]) -> list[tuple[Any, BuildContext]]:
+        return [
+            table(HFEncoder, bert, path=str(bert), pooling="mean", normalize="true")
+            for bert in berts
+        ]
 
 
 class TestMeanPool(HFEncoderContract):
+    component = MeanPoolEncoder
+
     @pytest.fixture
-    def encoder_factory(self, berts: list[Path]) -> Callable[[int], Any]:
-        return lambda variant: build(MeanPoolEncoder, berts[variant], path=str(berts[variant]))
+    def tables(self, berts: list[Path]) -> list[tuple[Any, BuildContext]]:
+        return [table(MeanPoolEncoder, bert, path=str(bert)) for bert in berts]

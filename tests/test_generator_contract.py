@@ -4,6 +4,7 @@ without a chat template), and the kits' own exact ``TableGenerator``."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,45 +20,63 @@ def context(directory: Path) -> BuildContext:
     return BuildContext(directory, PipelineSettings())
 
 
+Built = tuple[Any, tuple[Any, BuildContext]]
+"""A generator and the (params, context) it was built from."""
+
+
+def built(component: Any, directory: Path) -> Built:
+    spec_table = (component.Params(path=str(directory)), context(directory))
+    return component.from_spec(*spec_table), spec_table
+
+
 @pytest.fixture(scope="module")
-def bart(tmp_path_factory: pytest.TempPathFactory) -> BartGenerator:
+def bart(tmp_path_factory: pytest.TempPathFactory) -> Built:
     directory = tmp_path_factory.mktemp("bart")
     tokenizer = bpe_tokenizer(directory)
     bart_model(len(tokenizer)).save_pretrained(directory)
-    return BartGenerator.from_spec(BartGenerator.Params(path=str(directory)), context(directory))
-
-
-def causal_lm(directory: Path) -> CausalLMGenerator:
-    params = CausalLMGenerator.Params(path=str(directory))
-    return CausalLMGenerator.from_spec(params, context(directory))
+    return built(BartGenerator, directory)
 
 
 @pytest.fixture(scope="module")
-def chat_lm(tmp_path_factory: pytest.TempPathFactory) -> CausalLMGenerator:
-    return causal_lm(causal_lm_dir(tmp_path_factory.mktemp("llama-chat")))
+def chat_lm(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    return built(CausalLMGenerator, causal_lm_dir(tmp_path_factory.mktemp("llama-chat")))
 
 
 @pytest.fixture(scope="module")
-def plain_lm(tmp_path_factory: pytest.TempPathFactory) -> CausalLMGenerator:
-    return causal_lm(causal_lm_dir(tmp_path_factory.mktemp("llama"), seed=3, chat=False))
+def plain_lm(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    directory = causal_lm_dir(tmp_path_factory.mktemp("llama"), seed=3, chat=False)
+    return built(CausalLMGenerator, directory)
 
 
-class TestBart(GeneratorContract):
+class HFGeneratorContract(GeneratorContract):
+    """A generator of plugins/*_generator.py, from the module fixture named ``model``."""
+
+    model = ""
+
     @pytest.fixture
-    def generator(self, bart: BartGenerator) -> BartGenerator:
-        return bart
+    def loaded(self, request: pytest.FixtureRequest) -> Built:
+        result: Built = request.getfixturevalue(self.model)
+        return result
 
-
-class TestCausalLMChat(GeneratorContract):
     @pytest.fixture
-    def generator(self, chat_lm: CausalLMGenerator) -> CausalLMGenerator:
-        return chat_lm
+    def generator(self, loaded: Built) -> Any:
+        return loaded[0]
 
-
-class TestCausalLMPlain(GeneratorContract):
     @pytest.fixture
-    def generator(self, plain_lm: CausalLMGenerator) -> CausalLMGenerator:
-        return plain_lm
+    def spec_table(self, loaded: Built) -> tuple[Any, BuildContext]:
+        return loaded[1]
+
+
+class TestBart(HFGeneratorContract):
+    model = "bart"
+
+
+class TestCausalLMChat(HFGeneratorContract):
+    model = "chat_lm"
+
+
+class TestCausalLMPlain(HFGeneratorContract):
+    model = "plain_lm"
 
 
 class TestTableGenerator(GeneratorContract):

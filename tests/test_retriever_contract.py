@@ -11,8 +11,10 @@ import pyarrow
 import pytest
 
 from ragloom import Pipeline
+from ragloom.context import BuildContext
 from ragloom.kb import build_knowledge_base, read_documents
 from ragloom.kb.documents import passages
+from ragloom.plugin_manager import get_registry
 from ragloom.testing import RetrieverContract
 from ragloom.testing.tiny_models import bert_dir, corpus
 
@@ -72,6 +74,12 @@ class DenseContract(RetrieverContract):
     @pytest.fixture
     def retriever(self, built: Pipeline) -> Any:
         return built.retriever
+
+    @pytest.fixture
+    def spec_table(self, built: Pipeline) -> tuple[Any, BuildContext, dict[str, Any]]:
+        declared = built.spec.components["retriever"]
+        context = BuildContext(built.spec.base_dir, built.spec.pipeline)
+        return declared.params, context, declared.declared_children(get_registry())
 
     @pytest.fixture
     def encoder(self, built: Pipeline) -> Any:

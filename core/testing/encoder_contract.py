@@ -13,7 +13,10 @@ class TestMyEncoder(EncoderContract):
         return lambda variant: MyEncoder(MyEncoder.Params(seed=variant))
 ```
 
-Gradients are checked for encoders that are :class:`ragloom.protocols.Trainable` (the queries
+Optional: ``spec_table``, the ``(params, context)`` that ``from_spec`` built variant 0 from;
+with it an :class:`ragloom.protocols.EncoderFromFiles` class must tell the built encoder's
+fingerprint and dim from the files alone. Gradients are checked for encoders that are
+:class:`ragloom.protocols.Trainable` (the queries
 must reach the weights of ``trainable_model()``), question rewriting for those that are
 :class:`ragloom.protocols.RewritesQuestions`. ``atol`` bounds the difference between a text
 encoded alone and in a padded batch.
@@ -27,7 +30,7 @@ from typing import Any
 import pytest
 import torch
 
-from ..protocols import Encoder, RewritesQuestions, Trainable
+from ..protocols import Encoder, EncoderFromFiles, RewritesQuestions, Trainable
 
 QUESTIONS = ["who wrote animal farm", "what is the capital of france", "moon landing"]
 TITLES = ["Animal Farm", "Paris", "Apollo"]
@@ -52,6 +55,10 @@ class EncoderContract:
     @pytest.fixture
     def encoder(self, encoder_factory: Callable[[int], Any]) -> Any:
         return encoder_factory(0)
+
+    @pytest.fixture
+    def spec_table(self) -> tuple[Any, Any] | None:
+        return None
 
     def test_satisfies_the_protocol(self, encoder: Any) -> None:
         assert isinstance(encoder, Encoder)
@@ -97,9 +104,10 @@ class EncoderContract:
         assert not vectors.requires_grad
 
     def test_query_gradients_reach_the_trainable_weights(self, encoder: Any) -> None:
-        if not isinstance(encoder, Trainable):
+        trainable: Trainable | None = encoder if isinstance(encoder, Trainable) else None
+        if trainable is None:
             pytest.skip("not Trainable: its queries need not be differentiable")
-        model = encoder.trainable_model().model
+        model = trainable.trainable_model().model
         model.zero_grad()
         with torch.enable_grad():
             vectors = encoder.encode_queries(QUESTIONS[:2])
@@ -144,3 +152,14 @@ class EncoderContract:
         if not isinstance(encoder, RewritesQuestions):
             pytest.skip("does not rewrite questions")
         assert list(encoder.question_text([])) == []
+
+    def test_fingerprint_and_dim_from_files(
+        self, encoder: Any, spec_table: tuple[Any, Any] | None
+    ) -> None:
+        if not isinstance(type(encoder), EncoderFromFiles):
+            pytest.skip("not EncoderFromFiles")
+        if spec_table is None:
+            pytest.skip("no spec_table fixture")
+        params, context = spec_table
+        assert type(encoder).fingerprint_from_spec(params, context) == encoder.fingerprint
+        assert type(encoder).dim_from_spec(params, context) == encoder.dim

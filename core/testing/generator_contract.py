@@ -19,6 +19,11 @@ class TestMyGenerator(GeneratorContract):
         return loaded
 ```
 
+Optional: ``spec_table``, the ``(params, context)`` the generator was built from; with it a
+:class:`ragloom.protocols.DecoderFromFiles` class must tell the built model's vocabulary from
+its files alone. A :class:`ragloom.protocols.ForcesEos` generator's token must be None or in
+its vocabulary.
+
 The marginalizers drive a generator through ``start``, ``step``, ``select`` and ``score`` alone,
 so these tests check each against the others: incremental steps against one pass, ``select``
 against starting afresh, ``score`` against stepping token by token.
@@ -31,7 +36,7 @@ from typing import Any
 import pytest
 import torch
 
-from ..protocols import Generator, PassageText, Trainable
+from ..protocols import DecoderFromFiles, ForcesEos, Generator, PassageText, Trainable
 
 QUESTIONS = ("who wrote animal farm", "what is the capital of france")
 PASSAGES = (
@@ -57,6 +62,10 @@ class GeneratorContract:
     @pytest.fixture
     def generator(self) -> Any:
         raise pytest.UsageError("a GeneratorContract subclass must define the generator fixture")
+
+    @pytest.fixture
+    def spec_table(self) -> tuple[Any, Any] | None:
+        return None
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -194,7 +203,8 @@ class GeneratorContract:
         self.close(after, fresh)
 
     def test_score_is_differentiable(self, generator: Any) -> None:
-        if not isinstance(generator, Trainable):
+        trainable = isinstance(generator, Trainable)  # a bool: generator stays Any
+        if not trainable:
             pytest.skip("not Trainable")
         with torch.enable_grad():
             scored = generator.score(self.start(generator), self.hypotheses(generator, self.rows()))
@@ -228,3 +238,21 @@ class GeneratorContract:
         for r, (question, passage) in enumerate(self.contexts()):
             alone, _ = generator.step(generator.start([question], [[passage]]), tokens[r : r + 1])
             self.close(alone[0], together[r])
+
+    def test_forced_eos_token(self, generator: Any) -> None:
+        vocabulary = range(generator.vocab_size)
+        if not isinstance(generator, ForcesEos):
+            pytest.skip("not ForcesEos")
+        forced = generator.forced_eos_token_id
+        assert forced is None or (isinstance(forced, int) and forced in vocabulary)
+
+    def test_decoder_shape_from_files(
+        self, generator: Any, spec_table: tuple[Any, Any] | None
+    ) -> None:
+        if not isinstance(type(generator), DecoderFromFiles):
+            pytest.skip("not DecoderFromFiles")
+        if spec_table is None:
+            pytest.skip("no spec_table fixture")
+        shape = type(generator).decoder_shape_from_spec(*spec_table)
+        assert shape.vocab_size == generator.vocab_size
+        assert shape.layers > 0 and shape.kv_width > 0 and shape.value_bytes > 0

@@ -3,7 +3,8 @@
 Subclass :class:`IndexContract` in a test module and set ``index_class`` (the registered class)
 and ``params`` (an instance of its ``Params``). Approximate indexes lower ``min_recall_at_10``
 and raise ``reconstruct_atol``; an index that needs many vectors to train raises
-``corpus_size``.
+``corpus_size``. Params that are :class:`ragloom.protocols.SampledTraining` must train from a
+sample of ``train_size`` vectors.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ..protocols import Index
+from ..protocols import Index, SampledTraining
 
 
 def unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -195,3 +196,15 @@ class IndexContract:
                 [len(set(a) & set(b)) / 10 for a, b in zip(result, expected, strict=True)]
             )
             assert overlap >= needed
+
+    def test_sampled_training(self, corpus: np.ndarray, queries: np.ndarray) -> None:
+        if not isinstance(self.params, SampledTraining):
+            pytest.skip("its Params are not SampledTraining")
+        size, seed = self.params.train_size, self.params.seed
+        assert isinstance(size, int) and size >= 1 and isinstance(seed, int)
+        index = self.make()
+        sample = np.random.default_rng(seed).permutation(len(corpus))[: min(size, len(corpus))]
+        index.train(corpus[sample])
+        index.add(corpus, np.arange(len(corpus), dtype=np.int64))
+        _, ids = index.search(queries, 10)
+        assert (ids >= 0).all()

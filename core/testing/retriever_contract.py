@@ -8,7 +8,11 @@ Subclass :class:`RetrieverContract` and provide these fixtures:
   retriever's question encoder). Retrievers that read only text set ``uses_vectors = False``
   and need no encoder: their questions refuse to be encoded;
 - ``wrong_encoder`` (optional, for a :class:`ragloom.protocols.ChecksEncoder` retriever): an
-  encoder whose vectors do not compare with its data, which ``check_encoder`` must refuse.
+  encoder whose vectors do not compare with its data, which ``check_encoder`` must refuse (and
+  ``preflight`` report);
+- ``spec_table`` (optional, for a :class:`ragloom.protocols.RetrieverPreflight` class): the
+  ``(params, context, children)`` its ``from_spec`` was called with; ``preflight`` must find no
+  problem with ``encoder``.
 
 ```python
 class TestMyRetriever(RetrieverContract):
@@ -39,14 +43,17 @@ import pytest
 import torch
 
 from ..errors import MismatchError
+from ..kinds import KIND_NAMES
 from ..protocols import (
     ChecksEncoder,
     DifferentiableScores,
     KnowledgeBaseRetriever,
+    Nested,
     Passage,
     Questions,
     Retrieved,
     Retriever,
+    RetrieverPreflight,
 )
 
 
@@ -81,6 +88,10 @@ class RetrieverContract:
 
     @pytest.fixture
     def wrong_encoder(self) -> Any:
+        return None
+
+    @pytest.fixture
+    def spec_table(self) -> tuple[Any, Any, dict[str, Any]] | None:
         return None
 
     @pytest.fixture
@@ -153,6 +164,11 @@ class RetrieverContract:
             assert isinstance(retriever.doc_scores_differentiable, bool)
         if isinstance(retriever, KnowledgeBaseRetriever):
             assert retriever.kb is not None
+        component: Any = type(retriever)
+        if isinstance(component, Nested):
+            slots = component.slots
+            assert all(isinstance(key, str) for key in slots)
+            assert set(slots.values()) <= set(KIND_NAMES), "slots name kinds"
 
     @pytest.mark.parametrize("k", [1, 3])
     def test_retrieved_is_well_formed(
@@ -218,7 +234,7 @@ class RetrieverContract:
             retrieved = self.retrieve(retriever, questions, 3)
             assert retrieved.doc_scores.requires_grad
             valid = retrieved.ids >= 0
-            retrieved.doc_scores[valid].sum().backward()
+            retrieved.doc_scores[valid].sum().backward()  # type: ignore[no-untyped-call]
         gradient = questions.vectors().grad
         assert gradient is not None and gradient.abs().sum() > 0
 
@@ -231,3 +247,24 @@ class RetrieverContract:
             pytest.skip("no wrong_encoder fixture")
         with pytest.raises(MismatchError):
             retriever.check_encoder(wrong_encoder)
+
+    def test_preflight(
+        self,
+        retriever: Any,
+        encoder: Any,
+        wrong_encoder: Any,
+        spec_table: tuple[Any, Any, dict[str, Any]] | None,
+    ) -> None:
+        if not isinstance(type(retriever), RetrieverPreflight):
+            pytest.skip("not RetrieverPreflight")
+        if spec_table is None:
+            pytest.skip("no spec_table fixture")
+        params, context, children = spec_table
+        check = type(retriever).preflight
+        for fingerprint in (None, None if encoder is None else encoder.fingerprint):
+            notes, problems = check(params, context, fingerprint, **children)
+            assert isinstance(notes, list) and all(isinstance(n, str) for n in notes)
+            assert problems == [], problems
+        if wrong_encoder is not None and isinstance(retriever, ChecksEncoder):
+            _, problems = check(params, context, wrong_encoder.fingerprint, **children)
+            assert problems and all(isinstance(p, str) for p in problems)
