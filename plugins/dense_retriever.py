@@ -92,6 +92,12 @@ class DenseRetriever:
         if not (path / MANIFEST_FILE).exists():
             return [f"[retriever] kb {path}: not built yet (ragloom kb build)"], []
         manifest = KBManifest.read(path, "ragloom knowledge base")
+        if manifest.dim == 0:
+            return [], [
+                f"[retriever] kb {path} holds passages only (built without an [encoder]): the "
+                f'dense retriever needs their vectors. Use type = "bm25", or build a KB with an '
+                f"[encoder]."
+            ]
         declared: Declared = children["index"]
         estimate = declared.component.estimate(manifest.count, manifest.dim, declared.params)
         built = KnowledgeBase.index_path_in(path, declared).exists()

@@ -36,7 +36,8 @@ def build_from_args(args: argparse.Namespace, out: Path) -> Any:
     check_outside(out, {"input": Path(args.input), "spec": Path(args.spec)})
     claim(absolute(out), KB_KIND)  # before the encoder loads; checked again under the lock
     spec = spec_from_args(args.spec, args.set)
-    encoder, encoder_type = _encoder(spec)
+    # without [encoder], the KB holds passages only: for retrievers that read text (bm25)
+    encoder, encoder_type = _encoder(spec) if "encoder" in spec.components else (None, "none")
     documents = passages(read_documents(Path(args.input), args.format), args.split_words)
     options: dict[str, Any] = {
         "encoder_type": encoder_type,
@@ -47,7 +48,7 @@ def build_from_args(args: argparse.Namespace, out: Path) -> Any:
         "input_key": input_key(Path(args.input), args.format, args.split_words),
     }
     try:
-        if args.ray:
+        if args.ray and encoder is not None:
             from ..kb.ray_build import build_knowledge_base_on_ray
 
             return build_knowledge_base_on_ray(
@@ -70,7 +71,8 @@ def build_from_args(args: argparse.Namespace, out: Path) -> Any:
 def cmd_build(args: argparse.Namespace) -> int:
     kb = build_from_args(args, Path(args.out))
     fingerprint = kb.manifest.encoder.fingerprint
-    print(f"{kb.directory}: {len(kb)} passages, dim {kb.dim}, encoder {fingerprint}")
+    vectors = f"dim {kb.dim}, encoder {fingerprint}" if kb.dim else "no vectors (no [encoder])"
+    print(f"{kb.directory}: {len(kb)} passages, {vectors}")
     return 0
 
 
@@ -201,7 +203,11 @@ def add_to(commands: Any) -> None:
 
     build = actions.add_parser("build", help="encode documents into a knowledge base")
     build.add_argument("input", help="documents: .jsonl, .csv or DPR-style .tsv")
-    build.add_argument("--spec", required=True, help="spec whose [encoder] encodes the passages")
+    build.add_argument(
+        "--spec",
+        required=True,
+        help="spec whose [encoder] encodes the passages (none: passages only, for bm25)",
+    )
     build.add_argument("--out", required=True, help="knowledge base directory to write")
     add_encoding_options(build)
     build.set_defaults(handler=cmd_build)

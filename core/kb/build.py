@@ -9,7 +9,7 @@ go straight into the memory-mapped ``embeddings.npy``, whose whole size is reser
 anything is written. Only a finished build is sealed (every file sized and checksummed in the
 manifest) and renamed over the target, so the previous KB stays usable until the new one is
 complete. A target that is not a KB is never replaced, nor a KB of other passages without
-``force``.
+``force``. Without an encoder the KB holds passages only (:data:`~ragloom.kb.manifest.NO_ENCODER`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from ..digest import file_sha256
 from ..errors import ArtifactError, IndexFileError, RagloomError
 from .documents import Document
 from .knowledge_base import EMBEDDINGS_FILE, KnowledgeBase, record_kb_files
-from .manifest import KB_KIND, EncoderRecord, KBManifest, ragloom_version
+from .manifest import KB_KIND, NO_ENCODER, EncoderRecord, KBManifest, ragloom_version
 from .passages import PASSAGES_FILE, ArrowPassageStore, write_passages
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ def check_finite(vectors: np.ndarray, rows: Any) -> None:
 
 def build_knowledge_base(
     documents: Iterable[Document],
-    encoder: Encoder,
+    encoder: Encoder | None,
     out: Path,
     *,
     encoder_type: str,
@@ -107,9 +107,12 @@ def build_knowledge_base(
     """Encode ``documents`` (already split into passages) into a KB at ``out``.
 
     Progress is saved at least every ``flush_seconds`` (0: after every batch). See
-    :func:`staged_build` for ``force`` and ``input_key``.
+    :func:`staged_build` for ``force`` and ``input_key``. With ``encoder`` None the KB holds
+    the passages only, for retrievers that read text (``bm25``).
     """
     with staged_build(documents, out, force=force, input_key=input_key) as staged:
+        if encoder is None:
+            return staged.publish_passages_only(absolute(out), source)
         return _encode(
             staged,
             encoder,
@@ -207,6 +210,15 @@ class StagedPassages:
     def record(self, plan: dict[str, Any], **progress: Any) -> None:
         """Save how far encoding got (after flushing the embeddings)."""
         atomic.write_text(self.directory / PROGRESS_FILE, json.dumps({**plan, **progress}))
+
+    def publish_passages_only(self, out: Path, source: dict[str, Any] | None) -> KnowledgeBase:
+        """Seal the staged passages as a KB without vectors (an empty ``[count, 0]`` embeddings
+        matrix, encoder "none") and rename it over ``out``."""
+        import numpy as np
+
+        _clear(self.directory)  # an unfinished encoded build's embeddings and progress
+        np.save(self.directory / EMBEDDINGS_FILE, np.zeros((self.count, 0), np.float32))
+        return self.publish(out, NO_ENCODER, 0, "float32", source)
 
     def publish(
         self,

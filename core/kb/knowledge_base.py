@@ -127,11 +127,23 @@ class KnowledgeBase:
             out[np.flatnonzero(valid)[order]] = self.embeddings[rows[order]]
         return out.reshape(*np.shape(ids), self.dim)
 
+    def require_vectors(self, needed_by: str) -> None:
+        """Refuse ``needed_by`` (a dense index, a question encoder) a KB of passages only."""
+        if self.manifest.dim == 0:
+            raise MismatchError(
+                f"knowledge base {self.directory} holds passages only (it was built without an "
+                f"[encoder], for text retrievers such as bm25), so {needed_by} has no passage "
+                f"vectors to use. Build a knowledge base with an [encoder] for it "
+                f"(`ragloom kb build INPUT --spec SPEC --out DIR`), or use [retriever] type = "
+                f'"bm25" with this one.'
+            )
+
     def check_encoder(self, fingerprint: str, allow_mismatch: bool = False) -> None:
         """Refuse an encoder whose fingerprint differs from the one that made the embeddings."""
         recorded = self.manifest.encoder.fingerprint
         if fingerprint == recorded:
             return
+        self.require_vectors("the question encoder")
         message = (
             f"knowledge base {self.directory} was encoded by {self.manifest.encoder.type} "
             f"{recorded}, but the pipeline's encoder is {fingerprint}: question and passage "
@@ -192,6 +204,7 @@ class KnowledgeBase:
         """The index ``declared`` by a spec (over ``shard``'s rows only, if given): loaded from
         the KB's cache, or built and cached. Concurrent first uses (threads or processes) build
         it once; the others wait and load it."""
+        self.require_vectors(f"the index {declared.type}")
         path = self.index_path(declared, shard)
         atomic.recover_directory(path)
         if not path.exists():
@@ -248,6 +261,7 @@ class KnowledgeBase:
         import numpy as np
         from tqdm import tqdm
 
+        self.require_vectors(f"the index {declared.type}")
         started = time.perf_counter()
         target = self.index_path(declared, shard)
         index: Index = declared.component.create(self.dim, declared.params)

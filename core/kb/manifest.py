@@ -128,6 +128,11 @@ class EncoderRecord(BaseModel):
     fingerprint: str
 
 
+NO_ENCODER = EncoderRecord(type="none", fingerprint="none")
+"""What a KB of passages only records (built without an ``[encoder]``, for text retrievers such
+as ``bm25``): its ``dim`` is 0 and ``embeddings.npy`` an empty ``[count, 0]`` matrix."""
+
+
 class KBManifest(Manifest):
     format: Literal["ragloom-kb"] = "ragloom-kb"
     version: Literal[1] = 1
