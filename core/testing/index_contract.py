@@ -3,8 +3,8 @@
 Subclass :class:`IndexContract` in a test module and set ``index_class`` (the registered class)
 and ``params`` (an instance of its ``Params``). Approximate indexes lower ``min_recall_at_10``
 and raise ``reconstruct_atol``; an index that needs many vectors to train raises
-``corpus_size``. Params that are :class:`ragloom.protocols.SampledTraining` must train from a
-sample of ``train_size`` vectors.
+``corpus_size``. Params that are :class:`ragloom.protocols.SampledTraining` must give a
+positive ``train_size`` and an integer ``seed``.
 """
 
 from __future__ import annotations
@@ -73,6 +73,9 @@ class IndexContract:
         assert index.dim == self.dim
         assert index.ntotal == 0
         assert set(index.search_params) <= set(type(self.params).model_fields)
+        if isinstance(self.params, SampledTraining):  # a KB trains it on train_size vectors
+            assert isinstance(self.params.train_size, int) and self.params.train_size >= 1
+            assert isinstance(self.params.seed, int)
 
     def test_empty_index_returns_no_ids(self) -> None:
         scores, ids = self.make().search(unit_vectors(3, self.dim), 4)
@@ -196,15 +199,3 @@ class IndexContract:
                 [len(set(a) & set(b)) / 10 for a, b in zip(result, expected, strict=True)]
             )
             assert overlap >= needed
-
-    def test_sampled_training(self, corpus: np.ndarray, queries: np.ndarray) -> None:
-        if not isinstance(self.params, SampledTraining):
-            pytest.skip("its Params are not SampledTraining")
-        size, seed = self.params.train_size, self.params.seed
-        assert isinstance(size, int) and size >= 1 and isinstance(seed, int)
-        index = self.make()
-        sample = np.random.default_rng(seed).permutation(len(corpus))[: min(size, len(corpus))]
-        index.train(corpus[sample])
-        index.add(corpus, np.arange(len(corpus), dtype=np.int64))
-        _, ids = index.search(queries, 10)
-        assert (ids >= 0).all()
