@@ -3,36 +3,32 @@ encoded by a tiny random BERT, searched through an exact and an HNSW index."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pyarrow
 import pytest
 
+from conftest import TINY_ENCODER_SPEC, write_documents
 from ragloom import Pipeline
 from ragloom.context import BuildContext
 from ragloom.kb import build_knowledge_base, read_documents
 from ragloom.kb.documents import passages
 from ragloom.plugin_manager import get_registry
 from ragloom.testing import RetrieverContract
-from ragloom.testing.tiny_models import bert_dir, corpus
+from ragloom.testing.tiny_models import bert_dir
 
 COUNT = 30
 
-SPEC = """
-schema = 1
-[encoder]
-type = "dpr"
-path = "{model}"
-pooling = "mean"
-normalize = true
-[retriever]
+SPEC = (
+    TINY_ENCODER_SPEC
+    + """[retriever]
 type = "dense"
 kb = "{kb}"
 [retriever.index]
 type = "{index}"
 """
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +37,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("dense")
     model, _ = bert_dir(root / "bert"), bert_dir(root / "other", seed=1)
     documents = root / "docs.jsonl"
-    with documents.open("w", encoding="utf-8") as handle:
-        for number, text in enumerate(corpus(COUNT, seed=3)):
-            title = " ".join(text.split()[:2])
-            handle.write(json.dumps({"id": f"d{number}", "title": title, "text": text}) + "\n")
+    write_documents(documents, COUNT)
     spec = root / "spec.toml"
     spec.write_text(SPEC.format(model=model, kb=root / "kb", index="faiss-exact"))
     encoder = Pipeline.from_spec(spec).encoder
