@@ -230,6 +230,8 @@ class HFEncoder:
     def question_text(self, questions: Sequence[str]) -> list[str]:
         """Questions as the question tokenizer reads them back (lowercased, spaces normalized):
         the question transformers' RAG writes into each generator context."""
+        if not questions:
+            return []
         ids = self.query_tower.tokenizer(list(questions), truncation=True)["input_ids"]
         texts: list[str] = self.query_tower.tokenizer.batch_decode(ids, skip_special_tokens=True)
         return texts

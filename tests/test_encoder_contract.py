@@ -33,13 +33,6 @@ def dprs(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, Path]]:
     return [dpr_dirs(tmp_path_factory.mktemp(f"dpr{seed}"), seed=seed) for seed in (0, 1)]
 
 
-EMPTY_REWRITE = pytest.mark.xfail(
-    raises=IndexError,
-    strict=True,
-    reason="known bug: HFEncoder.question_text([]) runs the tokenizer on no text (IndexError)",
-)
-
-
 class HFEncoderContract(EncoderContract):
     """An encoder of plugins/hf_encoder.py, built from the spec tables of ``tables`` (one per
     variant)."""
@@ -53,10 +46,6 @@ class HFEncoderContract(EncoderContract):
     @pytest.fixture
     def spec_table(self, tables: list[tuple[Any, BuildContext]]) -> tuple[Any, BuildContext]:
         return tables[0]
-
-    @EMPTY_REWRITE
-    def test_rewriting_no_questions(self, encoder: Any) -> None:
-        super().test_rewriting_no_questions(encoder)
 
 
 class TestDPR(HFEncoderContract):

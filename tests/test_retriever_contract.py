@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pyarrow
 import pytest
 
 from conftest import TINY_ENCODER_SPEC, write_documents
@@ -85,15 +84,6 @@ class DenseContract(RetrieverContract):
     @pytest.fixture
     def corpus_size(self) -> int:
         return COUNT
-
-    @pytest.mark.xfail(
-        raises=pyarrow.ArrowNotImplementedError,
-        strict=True,
-        reason="known bug: PassageStore.get([]) hands pyarrow an untyped empty list (the "
-        "pipeline answers zero questions itself, so only a direct retrieve meets it)",
-    )
-    def test_no_questions(self, retriever: Any, make_questions: Any, corpus_size: int) -> None:
-        super().test_no_questions(retriever, make_questions, corpus_size)
 
 
 class TestDenseExact(DenseContract):

@@ -100,6 +100,8 @@ class ArrowPassageStore:
 
     def get(self, ids: Sequence[int]) -> list[PassageText]:
         check_ids(ids, len(self), self.path)
+        if not len(ids):
+            return []
         rows = self._table.select(["title", "text"]).take(list(ids)).to_pydict()
         return [
             PassageText(int(i), title, text)

@@ -45,9 +45,14 @@ _ENCODERS: dict[str, Any] = {}
 def _encoder_for(spec: dict[str, Any]) -> Encoder:
     key = json.dumps(spec, sort_keys=True)
     if key not in _ENCODERS:
-        from ..pipeline import Pipeline
+        from ..context import BuildContext
+        from ..plugin_manager import get_registry
+        from ..spec import load_spec
 
-        _ENCODERS[key] = Pipeline.from_spec(spec).encoder
+        loaded = load_spec(spec)
+        declared = loaded.components["encoder"].declared(get_registry())
+        context = BuildContext(loaded.base_dir, loaded.pipeline)
+        _ENCODERS[key] = declared.component.from_spec(declared.params, context)
     encoder: Encoder = _ENCODERS[key]
     return encoder
 
