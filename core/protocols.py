@@ -247,6 +247,57 @@ class VectorSearch(Protocol):
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
 
 
+@runtime_checkable
+class Reranker(Protocol):
+    """Re-scores a retriever's best ``C`` candidates for each question and keeps the best ``k``.
+
+    With a ``[reranker]`` table the pipeline retrieves ``C = max(candidates, k)`` passages per
+    question (``candidates``: a key every reranker's ``Params`` has, :class:`RerankerParams`)
+    and calls ``rerank(questions, retrieved, k)`` under no-grad:
+
+    - ``questions``: the ``B`` questions as given; ``retrieved``: the retriever's
+      :class:`Retrieved` with ``C`` columns (ids ``-1`` where it found fewer).
+    - Returns :class:`Retrieved` with ``k`` columns: per question the ``k`` candidates of highest
+      reranker score, best first, ``-1`` ids last (score ``-inf``, rows of ``passages`` shorter)
+      where fewer than ``k`` were found. ``scores``: ``float32 [B, k]``, the reranker's scores;
+      ``doc_scores``: ``float32 [B, k]``, the scores whose softmax is the document prior (the
+      built-ins: ``scores / temperature``); ``passages``: the kept candidates, their ``score``
+      the reranker's; ``doc_vectors``: the kept candidates' rows of ``retrieved.doc_vectors``
+      (None when it has none).
+
+    A candidate's score depends on its question and passage alone: not on the other candidates,
+    their order or the other questions. The scores are not differentiable in the question
+    vectors, so ``ragloom train`` does not train the question encoder under a reranker.
+    """
+
+    def rerank(self, questions: Sequence[str], retrieved: Retrieved, k: int) -> Retrieved: ...
+
+
+@runtime_checkable
+class RerankerParams(Protocol):
+    """What the pipeline reads from a reranker's validated ``Params``: ``candidates``, the
+    passages retrieved per question for it to rerank; at least ``[pipeline] n_docs``."""
+
+    candidates: int
+
+
+def candidates_problem(kind: str, params: Any, n_docs: int) -> str | None:
+    """Why a ``[reranker]`` of type ``kind`` with ``params`` cannot rerank to ``n_docs``; None
+    when it can. ``ragloom validate`` and ``Pipeline.from_spec`` refuse the spec with it."""
+    if not isinstance(params, RerankerParams):
+        return (
+            f'[reranker] type = "{kind}" has no candidates key: a reranker\'s Params must '
+            f"declare candidates, the passages it reranks per question (docs/plugins.md)."
+        )
+    if params.candidates < n_docs:
+        return (
+            f"[reranker] candidates = {params.candidates} is below [pipeline] n_docs = {n_docs}: "
+            f"the reranker keeps n_docs of the candidates it reads. Set candidates to at least "
+            f"{n_docs} (20 or more lets reranking matter), or lower n_docs."
+        )
+    return None
+
+
 # --- capabilities ---------------------------------------------------------------------------
 # Optional members a component may have. Core checks them with isinstance, never by probing
 # attribute names; docs/plugins.md documents each, and a contract kit exercises each.
@@ -260,6 +311,32 @@ class Nested(Protocol):
     :class:`ragloom.context.Declared`, not yet built."""
 
     slots: ClassVar[Mapping[str, str]]
+
+
+@runtime_checkable
+class NamedSlots(Protocol):
+    """A component class with tables of named nested components: ``named_slots`` maps a key of
+    its table to the kind of every component declared under it by name (the hybrid retriever's
+    ``{"members": "retriever"}``: ``[retriever.members.NAME]``, one table per member). At least
+    one is required; each is validated with the spec, and they reach ``from_spec`` by keyword as
+    a ``{NAME: Declared}`` mapping in the order declared."""
+
+    named_slots: ClassVar[Mapping[str, str]]
+
+
+@runtime_checkable
+class ChecksTable(Protocol):
+    """A component class whose table has rules across its keys, its nested components and
+    ``[pipeline]``: ``check_table(params, pipeline, **children)`` → ``[(key, problem)]``, where
+    ``children`` are what ``from_spec`` receives and ``pipeline`` is the validated
+    :class:`ragloom.spec.PipelineSettings` (None when a table is validated alone). The loader
+    reports each problem at the table's key path (``[retriever] depth ...``), so
+    ``ragloom validate`` and ``Pipeline.from_spec`` refuse it like a schema error; ``key`` is
+    None for the table as a whole."""
+
+    def check_table(
+        self, params: Any, pipeline: Any, **children: Any
+    ) -> list[tuple[str | None, str]]: ...
 
 
 @runtime_checkable
@@ -354,6 +431,8 @@ class SampledTraining(Protocol):
 
 CAPABILITIES: tuple[type, ...] = (
     Nested,
+    NamedSlots,
+    ChecksTable,
     ChecksEncoder,
     RewritesQuestions,
     DifferentiableScores,

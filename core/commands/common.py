@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..spec import ComponentSpec, Spec, load_spec, parse_assignment
+from ..spec import Spec, load_spec, parse_assignment
 
 
 def add_set_option(parser: argparse.ArgumentParser) -> None:
@@ -53,14 +53,11 @@ def spec_from_args(path: str, assignments: Sequence[str]) -> Spec:
 def component_lines(spec: Spec) -> list[str]:
     """``[table]  type`` for every component of ``spec``, nested ones indented by path."""
     rows: list[tuple[str, str]] = []
-
-    def visit(path: str, component: ComponentSpec) -> None:
-        rows.append((f"[{path}]", component.type))
-        for key, child in component.children.items():
-            visit(f"{path}.{key}", child)
-
     for table, component in spec.components.items():
-        visit(table, component)
+        rows.append((f"[{table}]", component.type))
+        rows.extend(
+            (f"[{'.'.join((table, *path))}]", child.type) for path, child in component.nested()
+        )
     return table_lines(rows, indent="  ")
 
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..errors import MissingExtraError, SpecError, UnknownComponentError
 from ..kinds import SPEC_TABLES
-from ..protocols import Nested
+from ..protocols import ChecksTable, NamedSlots, Nested
 from ..registry import Registry
 from ..suggest import listing, suggestion
 from .model import (
@@ -133,12 +133,15 @@ class _Resolver:
         self.overridden = applied.overridden
         self.registry = registry
         self.problems: list[str] = []
+        self.pipeline: PipelineSettings | None = None
+        """``[pipeline]`` once validated, for the tables that check against it."""
 
     def spec(self) -> Spec:
         self._check_top_level()
         pipeline = self._settings("pipeline", PipelineSettings)
         if pipeline is not None:
             self._check_assets(pipeline, ("pipeline",))
+        self.pipeline = pipeline
         generation = self._settings("generation", GenerationSettings)
         train = self._settings("train", TrainSettings)
         components = {}
@@ -218,6 +221,9 @@ class _Resolver:
             self._problem(f"[{path}] {error}", type_path)
             return None
         slots: Mapping[str, str] = component.slots if isinstance(component, Nested) else {}
+        named_slots: Mapping[str, str] = (
+            component.named_slots if isinstance(component, NamedSlots) else {}
+        )
         children = {}
         for slot, slot_kind in slots.items():
             if slot not in raw:
@@ -229,13 +235,51 @@ class _Resolver:
             child = self.component(slot_kind, (*table, slot), raw[slot])
             if child is not None:
                 children[slot] = child
-        params = {key: value for key, value in raw.items() if key != "type" and key not in slots}
+        named = {}
+        for key, key_kind in named_slots.items():
+            members = self._named(key_kind, (*table, key), raw.get(key), name)
+            if members is not None:
+                named[key] = members
+        nested = {*slots, *named_slots}
+        params = {key: value for key, value in raw.items() if key != "type" and key not in nested}
         params = self._drop_keys_of_previous_type(component.Params, table, name, params)
         validated = self._validate(component.Params, table, params)
-        if validated is None or len(children) != len(slots):
+        if validated is None or len(children) != len(slots) or len(named) != len(named_slots):
             return None
         self._check_assets(validated, table)
-        return ComponentSpec(kind, name, validated, children)
+        resolved = ComponentSpec(kind, name, validated, children, named)
+        if isinstance(component, ChecksTable):
+            declared = resolved.declared_children(self.registry)
+            found = component.check_table(validated, self.pipeline, **declared)
+            for at, problem in found:
+                self._problem(f"{where(table, at)} {problem}", (*table, at) if at else table)
+            if found:
+                return None
+        return resolved
+
+    def _named(
+        self, kind: str, table: tuple[str, ...], raw: Any, parent: str
+    ) -> dict[str, ComponentSpec] | None:
+        """The named components of ``kind`` under ``table`` (``[retriever.members.NAME]``), in
+        the order declared; None (the problems recorded) when any does not validate."""
+        path = key_path(table)
+        if raw is None or raw == {}:
+            self.problems.append(
+                f'[{key_path(table[:-1])}] type = "{parent}" needs [{path}.NAME] tables, one per '
+                f"{kind}, each with a type: {listing(self.registry.names(kind))}."
+            )
+            return None
+        if not isinstance(raw, dict):
+            self.problems.append(
+                f"{path} = {toml_value(raw)} must hold tables: [{path}.NAME], one per {kind}."
+            )
+            return None
+        members = {
+            member: self.component(kind, (*table, member), value) for member, value in raw.items()
+        }
+        if any(member is None for member in members.values()):
+            return None
+        return {member: spec for member, spec in members.items() if spec is not None}
 
     def _check_assets(self, validated: BaseModel, table: tuple[str, ...]) -> None:
         """Refuse ``asset:NAME`` path values naming no packaged model or corpus."""

@@ -3,6 +3,7 @@ of :data:`ragloom.kinds.SPEC_TABLES`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -106,39 +107,64 @@ class TrainSettings(Settings):
 
 @dataclass(frozen=True)
 class ComponentSpec:
-    """A resolved component table: its kind, registered ``type``, validated params, children."""
+    """A resolved component table: its kind, registered ``type``, validated params, children
+    (one per slot: ``[retriever.index]``) and named children (per named slot, by name:
+    ``[retriever.members.NAME]``)."""
 
     kind: str
     type: str
     params: BaseModel
     children: dict[str, ComponentSpec] = field(default_factory=dict)
+    named: dict[str, dict[str, ComponentSpec]] = field(default_factory=dict)
 
     def declared(self, registry: Registry) -> Declared:
-        """The table as a parent receives it: its registered class loaded, not built."""
+        """The table as a parent receives it: its registered class loaded, not built, with its
+        own children declared."""
         from ..declared import Declared
 
-        return Declared(self.type, registry.load(self.kind, self.type), self.params)
+        component = registry.load(self.kind, self.type)
+        return Declared(self.type, component, self.params, self.declared_children(registry))
 
-    def declared_children(self, registry: Registry) -> dict[str, Declared]:
-        """The nested tables, by slot, as :meth:`declared` gives them (``from_spec``'s
-        ``**children``)."""
-        return {slot: child.declared(registry) for slot, child in self.children.items()}
+    def declared_children(self, registry: Registry) -> dict[str, Any]:
+        """The nested tables as ``from_spec``'s ``**children``: each slot's as a
+        :meth:`declared`, each named slot's as a mapping of name to :meth:`declared`."""
+        children: dict[str, Any] = {
+            slot: child.declared(registry) for slot, child in self.children.items()
+        }
+        for key, members in self.named.items():
+            children[key] = {name: child.declared(registry) for name, child in members.items()}
+        return children
+
+    def nested(self) -> list[tuple[tuple[str, ...], ComponentSpec]]:
+        """Every nested component with its key path below this table, depth first:
+        ``(("index",), ...)``, ``(("members", "bm25"), ...)``."""
+        found: list[tuple[tuple[str, ...], ComponentSpec]] = []
+        below: list[tuple[tuple[str, ...], ComponentSpec]]
+        below = [((key,), child) for key, child in self.children.items()]
+        below += [((key, n), c) for key, group in self.named.items() for n, c in group.items()]
+        for path, child in below:
+            found.append((path, child))
+            found.extend(((*path, *deeper), grandchild) for deeper, grandchild in child.nested())
+        return found
 
     def to_dict(self) -> dict[str, Any]:
         """The table as it would be written in TOML (None values left out)."""
-        table: dict[str, Any] = {"type": self.type}
-        table.update(self.params.model_dump(mode="json", exclude_none=True))
-        for key, child in self.children.items():
-            table[key] = child.to_dict()
-        return table
+        return self._table(lambda child: child.to_dict())
 
     def with_absolute_paths(self, base_dir: Path) -> dict[str, Any]:
         """:meth:`to_dict`, with every path key made absolute against ``base_dir``."""
+        table = self._table(lambda child: child.with_absolute_paths(base_dir))
+        absolute_paths(table, type(self.params), base_dir)
+        return table
+
+    def _table(self, write: Callable[[ComponentSpec], dict[str, Any]]) -> dict[str, Any]:
+        """``type``, the params, and each nested table as ``write`` writes it."""
         table: dict[str, Any] = {"type": self.type}
         table.update(self.params.model_dump(mode="json", exclude_none=True))
-        absolute_paths(table, type(self.params), base_dir)
         for key, child in self.children.items():
-            table[key] = child.with_absolute_paths(base_dir)
+            table[key] = write(child)
+        for key, members in self.named.items():
+            table[key] = {name: write(child) for name, child in members.items()}
         return table
 
 
