@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from .protocols import Encoder, Generator, Index, Marginalizer, Retriever
+from .protocols import Encoder, Generator, Index, Marginalizer, Reranker, Retriever
 
 C = TypeVar("C")
 
@@ -36,6 +36,9 @@ INDEX: Kind[Index] = Kind(
 RETRIEVER: Kind[Retriever] = Kind(
     "retriever", Retriever, True, "finds the best passages of a knowledge base for each question"
 )
+RERANKER: Kind[Reranker] = Kind(
+    "reranker", Reranker, True, "re-scores the retriever's best candidates and keeps the best"
+)
 GENERATOR: Kind[Generator] = Kind(
     "generator", Generator, True, "scores and extends answers token by token, given a passage"
 )
@@ -43,7 +46,7 @@ MARGINALIZER: Kind[Marginalizer] = Kind(
     "marginalizer", Marginalizer, True, "combines the per-passage predictions into one answer"
 )
 
-KINDS: tuple[Kind[Any], ...] = (ENCODER, INDEX, RETRIEVER, GENERATOR, MARGINALIZER)
+KINDS: tuple[Kind[Any], ...] = (ENCODER, INDEX, RETRIEVER, RERANKER, GENERATOR, MARGINALIZER)
 """Every kind, in the order listings show them."""
 
 KIND_NAMES: tuple[str, ...] = tuple(kind.name for kind in KINDS)

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from .context import BuildContext
 from .errors import MissingComponentError, ParameterError, QuestionError, SpecError
-from .kinds import ENCODER, GENERATOR, MARGINALIZER, RETRIEVER, C, Kind
+from .kinds import ENCODER, GENERATOR, MARGINALIZER, RERANKER, RETRIEVER, C, Kind
 from .protocols import (
     Answer,
     ChecksEncoder,
@@ -25,9 +25,12 @@ from .protocols import (
     Marginalizer,
     Passage,
     Questions,
+    Reranker,
+    RerankerParams,
     Retrieved,
     Retriever,
     RewritesQuestions,
+    candidates_problem,
 )
 from .registry import Registry
 from .spec import ComponentSpec, GenerationSettings, Spec, load_spec
@@ -38,10 +41,11 @@ if TYPE_CHECKING:
 
 
 class Pipeline:
-    """Encoder → retriever → generator → marginalizer, as declared in a spec."""
+    """Encoder → retriever (→ reranker) → generator → marginalizer, as declared in a spec."""
 
     def __init__(self, spec: Spec, registry: Registry) -> None:
         self.spec = spec
+        self._candidates = _candidates(spec)
         self.registry = registry
         types = {table: component.type for table, component in spec.components.items()}
         self.context = BuildContext(spec.base_dir, spec.pipeline, self.component, types)
@@ -130,6 +134,11 @@ class Pipeline:
     def retriever(self) -> Retriever:
         """The retriever of ``[retriever]``."""
         return self.built(RETRIEVER, "retrieval")
+
+    @property
+    def reranker(self) -> Reranker:
+        """The reranker of ``[reranker]``."""
+        return self.built(RERANKER, "reranking")
 
     @property
     def generator(self) -> Generator:
@@ -255,7 +264,9 @@ class Pipeline:
     # --- internals ----------------------------------------------------------------------------
 
     def _retrieve(self, questions: Sequence[str], k: int | None) -> Retrieved:
-        """The retriever's answer; the questions are encoded only if it asks for vectors."""
+        """The retriever's ``k`` (default ``n_docs``) best passages, or with a ``[reranker]``
+        the reranker's ``k`` best of the retriever's ``max(candidates, k)``; the questions are
+        encoded only if the retriever asks for vectors."""
         _check_questions(questions)
         retriever = self.retriever
         if not self._checked_compatibility:
@@ -263,7 +274,19 @@ class Pipeline:
                 retriever.check_encoder(self.encoder)
             self._checked_compatibility = True
         k = k if k is not None else self.spec.pipeline.n_docs
-        return retriever.retrieve(Questions(questions, self._encode_queries), k)
+        if self._candidates is None:
+            return retriever.retrieve(Questions(questions, self._encode_queries), k)
+        candidates = max(self._candidates, k)
+        retrieved = retriever.retrieve(Questions(questions, self._encode_queries), candidates)
+        return self._rerank(questions, retrieved, k)
+
+    def _rerank(self, questions: Sequence[str], retrieved: Retrieved, k: int) -> Retrieved:
+        """The reranker's ``k`` best of ``retrieved``, under no-grad: its scores are the prior
+        and carry no gradient (``ragloom train`` refuses to train the question encoder)."""
+        import torch
+
+        with torch.no_grad():
+            return self.reranker.rerank(questions, retrieved, k)
 
     def _encode_queries(self, questions: Sequence[str]) -> torch.Tensor:
         return self.encoder.encode_queries(questions)
@@ -295,6 +318,19 @@ class Pipeline:
             raise SpecError(
                 "generate()", describe(error, ("generation",), GenerationSettings)
             ) from None
+
+
+def _candidates(spec: Spec) -> int | None:
+    """The passages retrieved per question for the ``[reranker]`` (None without one); a spec
+    whose reranker would keep more than it reads is refused."""
+    reranker = spec.components.get("reranker")
+    if reranker is None:
+        return None
+    params = reranker.params
+    problem = candidates_problem(reranker.type, params, spec.pipeline.n_docs)
+    if problem is not None or not isinstance(params, RerankerParams):
+        raise SpecError(spec.source, [str(problem)])
+    return params.candidates
 
 
 def _check_questions(questions: Sequence[str]) -> None:

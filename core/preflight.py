@@ -7,7 +7,8 @@ only:
 - a generator that is :class:`DecoderFromFiles`: what decoding memory depends on
   (:class:`DecoderShape`);
 - a retriever with :class:`RetrieverPreflight`: notes (sizes, memory estimates) and problems
-  (an encoder that does not match the knowledge base).
+  (an encoder that does not match the knowledge base);
+- a ``[reranker]``: ``candidates`` at least ``n_docs``.
 
 From the vector size and the decoder shape, validate estimates the memory one question needs
 (retrieval's ``n_docs`` doc vectors; decoding's ``n_docs * num_beams`` rows of key/value caches
@@ -23,7 +24,7 @@ from typing import Any
 
 from .context import BuildContext
 from .errors import RagloomError
-from .protocols import DecoderFromFiles, EncoderFromFiles, RetrieverPreflight
+from .protocols import DecoderFromFiles, EncoderFromFiles, RetrieverPreflight, candidates_problem
 from .registry import Registry
 from .spec import Spec
 
@@ -86,6 +87,10 @@ def preflight(spec: Spec, registry: Registry) -> Preflight:
         notes, problems = retriever.preflight(declared.params, context, fingerprint, **children)
         result.notes.extend(notes)
         result.problems.extend(problems)
+    reranker = spec.components.get("reranker")
+    if reranker is not None:
+        problem = candidates_problem(reranker.type, reranker.params, spec.pipeline.n_docs)
+        result.problems.extend([problem] if problem is not None else [])
     generator = _registered(spec, registry, "generator")
     if isinstance(generator, DecoderFromFiles):
         shape = _from_files(spec, context, "generator", generator.decoder_shape_from_spec, result)

@@ -15,6 +15,7 @@ The kits (pytest base classes; each module's docstring names the fixtures a subc
 - :mod:`~ragloom.testing.encoder_contract`: :class:`EncoderContract`;
 - :mod:`~ragloom.testing.index_contract`: :class:`IndexContract` (and ``unit_vectors``);
 - :mod:`~ragloom.testing.retriever_contract`: :class:`RetrieverContract`;
+- :mod:`~ragloom.testing.reranker_contract`: :class:`RerankerContract`;
 - :mod:`~ragloom.testing.generator_contract`: :class:`GeneratorContract`;
 - :mod:`~ragloom.testing.marginalizer_contract`: :class:`MarginalizerContract`.
 
@@ -35,6 +36,7 @@ from .encoder_contract import EncoderContract
 from .generator_contract import GeneratorContract
 from .index_contract import IndexContract, unit_vectors
 from .marginalizer_contract import MarginalizerContract
+from .reranker_contract import RerankerContract
 from .retriever_contract import RetrieverContract
 from .table_generator import TableGenerator
 
@@ -43,6 +45,7 @@ __all__ = [
     "GeneratorContract",
     "IndexContract",
     "MarginalizerContract",
+    "RerankerContract",
     "RetrieverContract",
     "TableGenerator",
     "unit_vectors",

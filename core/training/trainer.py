@@ -112,7 +112,16 @@ def _run_identity(spec: Spec, data: Path, dev: Path | None) -> str:
 
 def _check_gradients_reach_the_encoder(pipeline: Pipeline) -> None:
     """Training the question encoder needs a retriever whose document scores are
-    differentiable in the query vectors (:class:`DifferentiableScores`)."""
+    differentiable in the query vectors (:class:`DifferentiableScores`), and no reranker: its
+    scores replace the retriever's as the document prior and carry no gradient."""
+    reranker = pipeline.spec.components.get("reranker")
+    if reranker is not None:
+        raise TrainingError(
+            f'[train] train includes "question_encoder", but the [reranker] type = '
+            f'"{reranker.type}" replaces the retriever\'s document scores with its own, which '
+            f"are not differentiable in the question vectors, so no gradient would reach the "
+            f'encoder. Set [train] train = ["generator"], or remove the [reranker] table.'
+        )
     retriever = pipeline.retriever
     if isinstance(retriever, DifferentiableScores) and retriever.doc_scores_differentiable:
         return
