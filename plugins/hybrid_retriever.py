@@ -149,7 +149,7 @@ class HybridRetriever:
         """The members' own notes and problems, each naming the member's table."""
         declared: dict[str, Declared] = children[MEMBERS]
         notes = [
-            f"[retriever] hybrid of {listing(list(declared))} by {params.fusion}, "
+            f"[retriever] hybrid of {', '.join(declared)} by {params.fusion}, "
             f"{params.depth} candidates from each"
         ]
         problems: list[str] = []

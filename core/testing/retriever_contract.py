@@ -10,9 +10,10 @@ Subclass :class:`RetrieverContract` and provide these fixtures:
 - ``wrong_encoder`` (optional, for a :class:`ragloom.protocols.ChecksEncoder` retriever): an
   encoder whose vectors do not compare with its data, which ``check_encoder`` must refuse (and
   ``preflight`` report);
-- ``spec_table`` (optional, for a :class:`ragloom.protocols.RetrieverPreflight` class): the
-  ``(params, context, children)`` its ``from_spec`` was called with; ``preflight`` must find no
-  problem with ``encoder``.
+- ``spec_table`` (optional, for a :class:`ragloom.protocols.RetrieverPreflight` or
+  :class:`ragloom.protocols.ChecksTable` class): the ``(params, context, children)`` its
+  ``from_spec`` was called with; ``preflight`` must find no problem with ``encoder``, nor
+  ``check_table`` with ``context.pipeline``.
 
 ```python
 class TestMyRetriever(RetrieverContract):
@@ -46,8 +47,10 @@ from ..errors import MismatchError
 from ..kinds import KIND_NAMES
 from ..protocols import (
     ChecksEncoder,
+    ChecksTable,
     DifferentiableScores,
     KnowledgeBaseRetriever,
+    NamedSlots,
     Nested,
     Passage,
     Questions,
@@ -169,6 +172,10 @@ class RetrieverContract:
             slots = component.slots
             assert all(isinstance(key, str) for key in slots)
             assert set(slots.values()) <= set(KIND_NAMES), "slots name kinds"
+        if isinstance(component, NamedSlots):
+            named = component.named_slots
+            assert all(isinstance(key, str) for key in named)
+            assert set(named.values()) <= set(KIND_NAMES), "named_slots name kinds"
 
     @pytest.mark.parametrize("k", [1, 3])
     def test_retrieved_is_well_formed(
@@ -268,3 +275,15 @@ class RetrieverContract:
         if wrong_encoder is not None and isinstance(retriever, ChecksEncoder):
             _, problems = check(params, context, wrong_encoder.fingerprint, **children)
             assert problems and all(isinstance(p, str) for p in problems)
+
+    def test_check_table(
+        self, retriever: Any, spec_table: tuple[Any, Any, dict[str, Any]] | None
+    ) -> None:
+        if not isinstance(type(retriever), ChecksTable):
+            pytest.skip("not ChecksTable")
+        if spec_table is None:
+            pytest.skip("no spec_table fixture")
+        params, context, children = spec_table
+        for pipeline in (None, context.pipeline):
+            problems = type(retriever).check_table(params, pipeline, **children)
+            assert problems == [], "the table it was built from has no problem"
