@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,7 +44,12 @@ def test_ragloom_plugins_lists_the_installed_plugin(site: Path) -> None:
     result = python(site, "-m", "ragloom.cli", "plugins", "--json")
     assert result.returncode == 0, result.stderr
     rows = {(row["kind"], row["name"]): row for row in json.loads(result.stdout)}
-    for key in [("encoder", "hashing"), ("index", "numpy-flat"), ("retriever", "keyword")]:
+    for key in [
+        ("encoder", "hashing"),
+        ("index", "numpy-flat"),
+        ("retriever", "keyword"),
+        ("reranker", "word-overlap"),
+    ]:
         assert rows[key]["distribution"] == "ragloom-hashing"
         assert rows[key]["version"] == "0.1.0"
         assert rows[key]["plugin"] == "hashing"
@@ -108,10 +114,36 @@ def test_the_keyword_retriever_reads_text_and_never_encodes(site: Path, tmp_path
     assert (ids, title, module) == ("[[0, 1], [1, 2]]", "Paris", "ragloom_hashing.keyword")
 
 
-def test_the_plugin_passes_the_index_and_retriever_contracts(site: Path) -> None:
-    """The package's own tests, run from the pip install: IndexContract for numpy-flat and
-    RetrieverContract for keyword (no encoder: its questions refuse to be encoded)."""
+def test_the_plugins_reranker_reorders_the_retrievers_candidates(
+    site: Path, tmp_path: Path
+) -> None:
+    """keyword finds three candidates by words shared; word-overlap keeps the one holding the
+    largest share of the question's words."""
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        'schema = 1\n[pipeline]\nn_docs = 1\n[retriever]\ntype = "keyword"\n'
+        'passages = ["the farm of the farm", "animal farm orwell", "a farm"]\n'
+        '[reranker]\ntype = "word-overlap"\ncandidates = 3\n',
+        encoding="utf-8",
+    )
+    code = (
+        "import sys; from ragloom import Pipeline; "
+        "p = Pipeline.from_spec(sys.argv[1]); "
+        "r = p.retrieve(['the animal farm by orwell']); "
+        "print(r.ids.tolist(), type(p.reranker).__module__)"
+    )
+    result = python(site, "-c", code, str(spec))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[[1]]", "ragloom_hashing.overlap"]
+
+
+def test_the_plugin_passes_the_index_retriever_and_reranker_contracts(site: Path) -> None:
+    """The package's own tests, run from the pip install: IndexContract for numpy-flat,
+    RetrieverContract for keyword (no encoder: its questions refuse to be encoded) and
+    RerankerContract for word-overlap."""
     result = python(site, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", cwd=PACKAGE)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "22 passed, 4 skipped" in result.stdout  # 4: capabilities it does not have
+    assert re.search(r"\b31 passed, \d+ skipped in ", result.stdout), result.stdout
+    skips = [line for line in result.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert all("retriever_contract" in line for line in skips), skips  # capabilities it lacks
     assert "RetrieverContract" not in result.stderr

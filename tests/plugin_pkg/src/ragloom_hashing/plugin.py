@@ -23,3 +23,9 @@ def register_components(register):
         "ragloom_hashing.keyword:KeywordRetriever",
         description="Passages ranked by the words they share with the question; never encodes.",
     )
+    register(
+        "reranker",
+        "word-overlap",
+        "ragloom_hashing.overlap:WordOverlapReranker",
+        description="Candidates re-scored by the share of the question's words they hold.",
+    )
