@@ -42,24 +42,26 @@ DEFAULT_PROMPT = (
 )
 
 
-def check_prompt(prompt: str) -> None:
-    """Refuse a prompt that ``str.format`` cannot fill with a passage's title and text and the
-    question: an unknown ``{name}``, a positional ``{}``, or an unmatched brace."""
+def check_prompt(prompt: str, fields: Sequence[str] = PROMPT_FIELDS) -> list[str]:
+    """Refuse a prompt that ``str.format`` cannot fill with ``fields`` (a passage's title and
+    text and the question): an unknown ``{name}``, a positional ``{}``, or an unmatched brace.
+    Returns the placeholders it uses."""
     import string
 
-    allowed = ", ".join(f"{{{name}}}" for name in PROMPT_FIELDS)
+    allowed = ", ".join(f"{{{name}}}" for name in fields)
     try:
         names = [name for _, name, _, _ in string.Formatter().parse(prompt) if name is not None]
     except ValueError as error:
         raise ValueError(
             f"the prompt is not a format string ({error}); write {{{{ and }}}} for literal braces"
         ) from None
-    unknown = [name for name in names if name not in PROMPT_FIELDS]
+    unknown = [name for name in names if name not in fields]
     if unknown:
         raise ValueError(
             f"the prompt has the placeholder {{{unknown[0]}}}; a prompt can use {allowed} "
             f"(write {{{{ and }}}} for literal braces)"
         )
+    return names
 
 
 @dataclass

@@ -28,6 +28,7 @@ from ragloom.protocols import Passage, PassageText, Retrieved
 from ragloom.rag_checkpoint import ModelDirectoryError, read_config
 from ragloom.spec import SpecPath
 
+from . import causal_lm_generator
 from .hf_loading import DTYPES, checked_weights, load_pretrained
 
 log = logging.getLogger(__name__)
@@ -203,24 +204,9 @@ class CrossEncoderReranker(_ModelReranker):
 
 
 def check_prompt(prompt: str) -> None:
-    """Refuse a prompt ``str.format`` cannot fill with a passage's title and text: an unknown
-    ``{name}``, a positional ``{}``, an unmatched brace, or no ``{passage}``."""
-    import string
-
-    allowed = ", ".join(f"{{{name}}}" for name in PROMPT_FIELDS)
-    try:
-        names = [name for _, name, _, _ in string.Formatter().parse(prompt) if name is not None]
-    except ValueError as error:
-        raise ValueError(
-            f"the prompt is not a format string ({error}); write {{{{ and }}}} for literal braces"
-        ) from None
-    unknown = [name for name in names if name not in PROMPT_FIELDS]
-    if unknown:
-        raise ValueError(
-            f"the prompt has the placeholder {{{unknown[0]}}}; a prompt can use {allowed} "
-            f"(write {{{{ and }}}} for literal braces)"
-        )
-    if "passage" not in names:
+    """Refuse a prompt ``str.format`` cannot fill with a passage's title and text (see the
+    causal-lm generator's), or without ``{passage}``."""
+    if "passage" not in causal_lm_generator.check_prompt(prompt, PROMPT_FIELDS):
         raise ValueError("the prompt has no {passage}: the question would be scored without it")
 
 
