@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import torch
 from pydantic import BaseModel, ConfigDict
+from test_retriever_contract import COUNT, DenseContract
 
 from conftest import REPO, TINY_ENCODER_SPEC, write_documents
 from ragloom import Pipeline
@@ -21,12 +22,10 @@ from ragloom.context import BuildContext
 from ragloom.errors import MismatchError, SpecError
 from ragloom.kb import build_knowledge_base, read_documents
 from ragloom.kb.documents import passages
-from ragloom.plugin_manager import get_registry
 from ragloom.plugins.hybrid_retriever import HybridRetriever
 from ragloom.protocols import KnowledgeBaseRetriever, Passage, Questions, Retrieved
 from ragloom.registry import Registrar, Registry
 from ragloom.spec import load_spec, parse_assignment
-from ragloom.testing import RetrieverContract
 from ragloom.testing.retriever_contract import refuse_encoding
 from ragloom.testing.tiny_models import bert_dir
 
@@ -223,7 +222,6 @@ def test_bad_hybrids_are_refused_with_their_key_paths(toys: Registry) -> None:
 
 # --- dense + bm25 over one tiny KB -------------------------------------------------------------
 
-COUNT = 24
 
 SPEC = (
     TINY_ENCODER_SPEC
@@ -268,14 +266,14 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def built(workspace: Path) -> dict[str, Pipeline]:
+def pipelines(workspace: Path) -> dict[str, Pipeline]:
     return {f: Pipeline.from_spec(workspace / f"{f}.toml") for f in ("rrf", "linear")}
 
 
 def test_dense_and_bm25_fuse_and_encode_once(
-    built: dict[str, Pipeline], monkeypatch: pytest.MonkeyPatch
+    pipelines: dict[str, Pipeline], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pipeline = built["rrf"]
+    pipeline = pipelines["rrf"]
     calls: list[Sequence[str]] = []
     encode = pipeline.encoder.encode_queries
     monkeypatch.setattr(pipeline.encoder, "encode_queries", lambda t: calls.append(t) or encode(t))
@@ -349,35 +347,14 @@ def test_the_shipped_example_validates(capsys: pytest.CaptureFixture[str]) -> No
     assert "[retriever] hybrid of dense, bm25 by rrf, 50 candidates from each" in out
 
 
-class HybridContract(RetrieverContract):
+class HybridContract(DenseContract):
+    """The dense contract's fixtures (encoder, wrong encoder, spec table) over the hybrid."""
+
     fusion = "rrf"
-    questions = ("alpha beta gamma", "delta epsilon", "zeta eta theta iota")
 
     @pytest.fixture
-    def pipeline(self, built: dict[str, Pipeline]) -> Pipeline:
-        return built[self.fusion]
-
-    @pytest.fixture
-    def retriever(self, pipeline: Pipeline) -> Any:
-        return pipeline.retriever
-
-    @pytest.fixture
-    def spec_table(self, pipeline: Pipeline) -> tuple[Any, BuildContext, dict[str, Any]]:
-        declared = pipeline.spec.components["retriever"]
-        context = BuildContext(pipeline.spec.base_dir, pipeline.spec.pipeline)
-        return declared.params, context, declared.declared_children(get_registry())
-
-    @pytest.fixture
-    def encoder(self, pipeline: Pipeline) -> Any:
-        return pipeline.encoder
-
-    @pytest.fixture
-    def wrong_encoder(self, workspace: Path) -> Any:
-        return Pipeline.from_spec(workspace / "other-rrf.toml").encoder
-
-    @pytest.fixture
-    def corpus_size(self) -> int:
-        return COUNT
+    def built(self, pipelines: dict[str, Pipeline]) -> Pipeline:
+        return pipelines[self.fusion]
 
 
 class TestHybridRrf(HybridContract):
