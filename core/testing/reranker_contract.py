@@ -174,9 +174,6 @@ class RerankerContract:
         for row, question in enumerate(self.questions):
             with torch.no_grad():
                 alone = reranker.rerank([question], candidates(self.candidates[row : row + 1]), 4)
-            assert alone.ids[0].tolist() == together.ids[row].tolist() or (
-                self.scores_by_id(alone, 0).keys() == self.scores_by_id(together, row).keys()
-            )
-            torch.testing.assert_close(
-                alone.scores[0], together.scores[row], atol=self.atol, rtol=0
-            )
+            a, b = self.scores_by_id(alone, 0), self.scores_by_id(together, row)
+            assert a.keys() == b.keys()
+            assert all(abs(a[i] - b[i]) <= self.atol for i in a), (a, b)
