@@ -106,9 +106,9 @@ class HybridRetriever:
             problems.append(
                 (
                     MEMBERS,
-                    f'declares one retriever ("{names[0]}"), and a hybrid fuses two or more. Add '
-                    f"another table beside it under {MEMBERS} (each [...{MEMBERS}.NAME] with a "
-                    f'type), or use that retriever alone, without type = "hybrid".',
+                    f'declares one retriever ("{names[0]}"), but a hybrid fuses two or more. '
+                    f"Add another member table beside it, or declare that retriever on its own "
+                    f"in place of the hybrid.",
                 )
             )
         for name in params.weights:
