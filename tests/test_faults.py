@@ -165,6 +165,18 @@ def test_rebuilding_from_another_corpus_asks_for_force(workspace: Path, tmp_path
     assert ragloom(*build_args(workspace, out, "other.jsonl"))[0] == 0, "same passages: no force"
 
 
+def test_rebuilding_the_same_passages_keeps_the_indexes(workspace: Path, tmp_path: Path) -> None:
+    out = tmp_path / "kb"
+    assert ragloom(*build_args(workspace, out))[0] == 0
+    assert ragloom("index", "build", out, "--type", "hnsw")[0] == 0
+    assert ragloom(*build_args(workspace, out))[0] == 0, "the same passages, the same encoder"
+    assert [path.name for path, _ in KnowledgeBase.open(out).index_manifests()] == [
+        "hnsw-M32-ef_construction200-seed100"
+    ]
+    assert ragloom(*build_args(workspace, out, "other.jsonl"), "--force")[0] == 0
+    assert KnowledgeBase.open(out).index_manifests() == [], "other passages: indexes dropped"
+
+
 # --- two writers ----------------------------------------------------------------------------
 
 

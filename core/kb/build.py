@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Iterable, Iterator
@@ -29,7 +30,7 @@ from ..artifacts import absolute, claim
 from ..digest import file_sha256
 from ..errors import ArtifactError, IndexFileError, RagloomError
 from .documents import Document
-from .knowledge_base import EMBEDDINGS_FILE, KnowledgeBase, record_kb_files
+from .knowledge_base import EMBEDDINGS_FILE, INDEXES_DIR, KnowledgeBase, record_kb_files
 from .manifest import KB_KIND, NO_ENCODER, EncoderRecord, KBManifest, ragloom_version
 from .passages import PASSAGES_FILE, ArrowPassageStore, write_passages
 
@@ -232,7 +233,7 @@ class StagedPassages:
         rename it over ``out``."""
         (self.directory / PROGRESS_FILE).unlink(missing_ok=True)
         (self.directory / INPUT_FILE).unlink(missing_ok=True)
-        KBManifest(
+        manifest = KBManifest(
             ragloom_version=ragloom_version(),
             count=self.count,
             dim=dim,
@@ -241,9 +242,33 @@ class StagedPassages:
             passages_sha256=self.checksum,
             source=source or {},
             files=record_kb_files(self.directory),
-        ).write(self.directory)
+        )
+        manifest.write(self.directory)
+        _carry_indexes(out, self.directory, manifest)
         atomic.install(self.directory, out, KB_KIND)
         return KnowledgeBase.open(out)
+
+
+def _carry_indexes(out: Path, staging: Path, manifest: KBManifest) -> None:
+    """Move the cached indexes of the KB at ``out`` into the build replacing it when they stay
+    valid: the same passages encoded by the same encoder (a rebuild, a resumed build). Indexes
+    can take hours to build; they are never thrown away for nothing."""
+    indexes = out / INDEXES_DIR
+    if not indexes.is_dir() or indexes.is_symlink() or not KB_KIND.recognizes(out):
+        return
+    try:
+        previous = KBManifest.read(out, "ragloom knowledge base")
+    except IndexFileError:
+        return
+    same = (previous.passages_sha256, previous.encoder, previous.dim) == (
+        manifest.passages_sha256,
+        manifest.encoder,
+        manifest.dim,
+    )
+    if same:
+        os.rename(indexes, staging / INDEXES_DIR)
+    else:
+        log.info("%s: its indexes were built from other passages or vectors; not kept", out)
 
 
 def stage_passages(
