@@ -34,6 +34,7 @@ from .protocols import (
 )
 from .registry import Registry
 from .spec import ComponentSpec, GenerationSettings, Spec, load_spec
+from .spec.model import MAX_K
 from .spec.problems import describe
 
 if TYPE_CHECKING:
@@ -79,7 +80,17 @@ class Pipeline:
     def share(self, other: Pipeline, *tables: str) -> Pipeline:
         """Use ``other``'s built components for ``tables`` (same objects, same weights): how an
         experiment swaps one part, e.g. the knowledge base, and keeps the models loaded."""
+        if not isinstance(other, Pipeline):
+            raise ParameterError(
+                f"share(other, ...): other must be a Pipeline, not {type(other).__name__} "
+                f"{other!r:.60}; pass the pipeline whose components to use."
+            )
         for table in tables:
+            if not isinstance(table, str):
+                raise ParameterError(
+                    f'share(other, {table!r:.40}): tables are names such as "encoder" or '
+                    f'"generator", not {type(table).__name__}.'
+                )
             self._built[table] = other.component(table, "share()")
         return self
 
@@ -97,6 +108,11 @@ class Pipeline:
                 if table not in self._built:
                     self._built[table] = self._build(self._declared(table, needed_by))
         return self._built[table]
+
+    def require(self, *tables: str, needed_by: str) -> None:
+        """Refuse, before any work, a spec that lacks one of ``tables`` (nothing is built)."""
+        for table in tables:
+            self._declared(table, needed_by)
 
     def _declared(self, table: str, needed_by: str) -> ComponentSpec:
         declared = self.spec.components.get(table)
@@ -236,12 +252,14 @@ class Pipeline:
 
         Gradients reach the question encoder through the doc scores and the generator through
         its token log-probabilities. Returns a scalar when ``reduce`` (summed over the batch), else
-        one value per question.
+        one value per question. ``targets`` are strings, one per question; no questions is
+        refused (:class:`ParameterError`): there is nothing to differentiate.
         """
-        if len(questions) != len(targets):
-            raise ValueError(
-                f"loss needs one target per question: got {len(questions)} questions and "
-                f"{len(targets)} targets."
+        _check_questions(questions)
+        _check_targets(questions, targets)
+        if not 0 <= label_smoothing < 1:
+            raise ParameterError(
+                f"loss(label_smoothing={label_smoothing!r:.40}): a number from 0 to below 1."
             )
         from .tensors import shift_left
 
@@ -337,6 +355,11 @@ def _check_questions(questions: Sequence[str]) -> None:
     """Refuse anything but a list of strings that are valid Unicode text."""
     if isinstance(questions, str):
         raise QuestionError("questions must be a list of strings, not one string")
+    if isinstance(questions, bytes | bytearray) or not isinstance(questions, Sequence):
+        raise QuestionError(
+            f"questions must be a list of strings, not {type(questions).__name__} "
+            f'{questions!r:.60}; pass e.g. ["who wrote hamlet?"].'
+        )
     for number, question in enumerate(questions, start=1):
         if not isinstance(question, str):
             raise QuestionError(
@@ -344,6 +367,31 @@ def _check_questions(questions: Sequence[str]) -> None:
                 f"Pass questions as a list of str (decode bytes first)."
             )
         _check_text(number, question)
+
+
+def _check_targets(questions: Sequence[str], targets: Sequence[str]) -> None:
+    """Refuse ``loss`` targets that are not one string per question, and no questions."""
+    if isinstance(targets, str | bytes | bytearray) or not isinstance(targets, Sequence):
+        raise QuestionError(
+            f"loss targets must be a list of strings, one per question, not "
+            f"{type(targets).__name__} {targets!r:.60}."
+        )
+    if not questions:
+        raise ParameterError(
+            "loss needs at least one question and its target: got none, so there is no loss "
+            "to differentiate."
+        )
+    if len(questions) != len(targets):
+        raise ParameterError(
+            f"loss needs one target per question: got {len(questions)} questions and "
+            f"{len(targets)} targets."
+        )
+    for number, target in enumerate(targets, start=1):
+        if not isinstance(target, str):
+            raise QuestionError(
+                f"loss target {number} is {type(target).__name__} {target!r:.60}, not a string. "
+                f"Pass targets as a list of str, one answer per question."
+            )
 
 
 def _check_text(number: int, question: str) -> None:
@@ -367,11 +415,11 @@ def _check_text(number: int, question: str) -> None:
 
 
 def _check_k(k: int | None) -> None:
-    """``k`` is None (``[pipeline] n_docs``) or a whole number of at least 1."""
-    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+    """``k`` is None (``[pipeline] n_docs``) or a whole number from 1 to :data:`MAX_K`."""
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K):
         raise ParameterError(
-            f"retrieve(k={k!r}): k is the number of passages per question, a whole number of "
-            f"at least 1; leave it out to use [pipeline] n_docs."
+            f"retrieve(k={k!r:.40}): k is the number of passages per question, a whole number "
+            f"from 1 to {MAX_K:,}; leave it out to use [pipeline] n_docs."
         )
 
 

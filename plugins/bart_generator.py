@@ -33,10 +33,10 @@ from ragloom.errors import RagloomError
 from ragloom.preflight import DecoderShape
 from ragloom.protocols import PassageText, TrainableModel
 from ragloom.rag_checkpoint import ModelDirectoryError, load_rag_part
-from ragloom.spec import SpecPath
+from ragloom.spec import Device, SpecPath
 
 from . import hf_loading
-from .hf_loading import DTYPES, cache_argument, generator_config, load_pretrained
+from .hf_loading import DTYPES, cache_argument, generator_config, load_pretrained, on_device
 
 
 def context_string(prefix: str, title: str, text: str, question: str) -> str:
@@ -74,7 +74,9 @@ class BartGenerator:
         max_context_length: int = Field(
             default=300, ge=8, description="tokens per passage + question (the reference's 300)"
         )
-        device: str = Field(default="cpu", description='"cpu", "cuda", "cuda:1", ...')
+        device: Device = Field(
+            default="cpu", description='"cpu", "cuda", "cuda:N" or "auto" (CUDA when present)'
+        )
 
         @model_validator(mode="after")
         def _combination(self) -> BartGenerator.Params:
@@ -128,6 +130,7 @@ class BartGenerator:
     def from_spec(cls, params: Any, context: BuildContext, **children: Any) -> BartGenerator:
         from transformers import AutoModelForSeq2SeqLM
 
+        params = on_device(params, "[generator] device")
         kwargs = cls._loading_arguments(params)
         if params.path is not None:
             directory = context.resolve_path(params.path)

@@ -28,10 +28,17 @@ from ragloom.errors import RagloomError
 from ragloom.preflight import DecoderShape
 from ragloom.protocols import PassageText, TrainableModel
 from ragloom.rag_checkpoint import ModelDirectoryError, load_rag_part
-from ragloom.spec import SpecPath
+from ragloom.spec import Device, SpecPath
 
 from . import hf_loading
-from .hf_loading import DTYPES, cache_argument, checked_weights, generator_config, load_pretrained
+from .hf_loading import (
+    DTYPES,
+    cache_argument,
+    checked_weights,
+    generator_config,
+    load_pretrained,
+    on_device,
+)
 
 PROMPT_FIELDS = ("title", "text", "question")
 """The placeholders a prompt may use."""
@@ -99,7 +106,9 @@ class CausalLMGenerator:
         max_prompt_length: int = Field(default=512, ge=8, description="prompt tokens kept (left)")
         dtype: Literal["float32", "bfloat16", "float16"] = "float32"
         attention: Literal["eager", "sdpa"] = "sdpa"
-        device: str = Field(default="cpu", description='"cpu", "cuda", ...')
+        device: Device = Field(
+            default="cpu", description='"cpu", "cuda", "cuda:N" or "auto" (CUDA when present)'
+        )
 
         @field_validator("prompt")
         @classmethod
@@ -130,6 +139,7 @@ class CausalLMGenerator:
     def from_spec(cls, params: Any, context: BuildContext, **children: Any) -> CausalLMGenerator:
         from transformers import AutoModelForCausalLM
 
+        params = on_device(params, "[generator] device")
         loading: dict[str, Any] = {"dtype": DTYPES[params.dtype]}
         if params.path is None:
             if context.pipeline.checkpoint is None or params.gguf_file is not None:

@@ -37,9 +37,9 @@ from ragloom.rag_checkpoint import (
     tokenizer_files,
     vector_size,
 )
-from ragloom.spec import SpecPath
+from ragloom.spec import Device, SpecPath
 
-from .hf_loading import checked_weights, load_pretrained, weights_file
+from .hf_loading import checked_weights, load_pretrained, on_device, weights_file
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,9 @@ class HFEncoder:
             default=None, ge=8, description="token limit (default: the tokenizer's, at most 512)"
         )
         batch_size: int = Field(default=32, ge=1, description="texts per forward pass")
-        device: str = Field(default="cpu", description='"cpu", "cuda", "cuda:1", ...')
+        device: Device = Field(
+            default="cpu", description='"cpu", "cuda", "cuda:N" or "auto" (CUDA when present)'
+        )
 
     def __init__(
         self,
@@ -164,6 +166,8 @@ class HFEncoder:
 
     @classmethod
     def from_spec(cls, params: Any, context: BuildContext, **children: Any) -> HFEncoder:
+        params = on_device(params, "[encoder] device")
+
         def tower(directory: Path) -> Tower:
             return Tower.from_directory(directory, params.pooling, params.max_length, params.device)
 

@@ -14,6 +14,7 @@ from ragloom.assets import ASSET_PREFIX
 from ragloom.context import BuildContext
 from ragloom.errors import RagloomError
 from ragloom.rag_checkpoint import WEIGHTS, ModelDirectoryError, read_config, tokenizer_files
+from ragloom.spec import resolve_device
 from ragloom.torch_files import refusing_pickles
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -21,6 +22,12 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 MODEL_KEYS = ("path", "gguf_file")
 """The spec keys that say where a model loads from; a trained model loads from the checkpoint."""
+
+
+def on_device(params: Any, key: str) -> Any:
+    """``params`` with its ``device`` (the value of ``key``, e.g. ``[generator] device``)
+    resolved for this machine: ``"auto"`` made concrete, a missing CUDA device refused."""
+    return params.model_copy(update={"device": resolve_device(params.device, key)})
 
 
 def weights_file(directory: Path) -> Path:

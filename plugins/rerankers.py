@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ragloom.context import BuildContext
 from ragloom.protocols import Passage, PassageText, Retrieved
 from ragloom.rag_checkpoint import ModelDirectoryError, read_config
-from ragloom.spec import SpecPath
+from ragloom.spec import Device, SpecPath, resolve_device
 
 from . import causal_lm_generator
 from .hf_loading import DTYPES, checked_weights, load_pretrained
@@ -50,14 +50,9 @@ class ModelRerankerParams(BaseModel):
     dtype: Literal["float32", "bfloat16", "auto"] = Field(
         default="float32", description='"auto": bfloat16 on CUDA, float32 on the CPU'
     )
-    device: str = Field(default="cpu", description='"cpu", "cuda", "cuda:1" or "auto"')
-
-
-def resolve_device(device: str) -> str:
-    """``"auto"``: CUDA when torch sees a GPU, else the CPU."""
-    if device != "auto":
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    device: Device = Field(
+        default="cpu", description='"cpu", "cuda", "cuda:N" or "auto" (CUDA when present)'
+    )
 
 
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
@@ -114,7 +109,7 @@ class _ModelReranker:
     def _loaded(cls, params: Any, context: BuildContext, model_class: Any) -> tuple[Any, Any, str]:
         directory = context.resolve_path(params.path)
         cls.check_directory(directory)
-        device = resolve_device(params.device)
+        device = resolve_device(params.device, "[reranker] device")
         model, tokenizer = load_pretrained(
             model_class,
             directory,

@@ -298,7 +298,8 @@ def qa(setup: Setup) -> Path:
     ("options", "message"),
     [
         (["-k", "abc"], '-k: "abc" is not a list of cut-offs'),
-        (["-k", "1,0"], '"0" is not a whole number of at least 1'),
+        (["-k", "1,0"], '"0" is not a whole number from 1 to 10,000'),
+        (["-k", "1," + "9" * 31], "is not a whole number from 1 to 10,000"),
         (["--limit", "0"], "--limit: 0 is not allowed"),
         (["--sweep", "pipeline.n_docs=2,x"], "(from --sweep pipeline.n_docs=x)"),
     ],

@@ -15,7 +15,7 @@ from ..spec import load_component
 from ..spec.overrides import CliText
 from .common import overrides, table_lines
 from .kb import add_encoding_options, build_from_args
-from .options import at_least_one
+from .options import at_least_one, passages_per_question
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 INDEX_TABLE = ("retriever", "index")
@@ -77,7 +77,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from ..kb import KnowledgeBase
     from ..kb.compare import default_queries, exact_neighbours, load_queries, measure, plot
 
-    at_least_one("-k", args.k)
+    passages_per_question("-k", args.k)
     at_least_one("--num-queries", args.num_queries)
     plot_path = Path(args.plot)
     queries_file = Path(args.queries) if args.queries else None

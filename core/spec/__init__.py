@@ -1,5 +1,6 @@
 """The declarative pipeline spec: TOML, validated with pydantic, resolved through the registry."""
 
+from .devices import Device, resolve_device
 from .loader import load_component, load_spec, read_toml
 from .model import (
     SCHEMA_VERSION,
@@ -15,6 +16,7 @@ from .paths import SpecPath
 __all__ = [
     "SCHEMA_VERSION",
     "ComponentSpec",
+    "Device",
     "GenerationSettings",
     "PipelineSettings",
     "Spec",
@@ -24,4 +26,5 @@ __all__ = [
     "load_spec",
     "parse_assignment",
     "read_toml",
+    "resolve_device",
 ]

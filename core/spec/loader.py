@@ -31,7 +31,7 @@ from .model import (
     Spec,
     TrainSettings,
 )
-from .overrides import Applied, apply_overrides, type_cli_value
+from .overrides import Applied, apply_overrides, check_overrides, type_cli_value
 from .paths import ASSET_PREFIX, path_keys
 from .problems import describe, from_override, key_path, toml_value, where
 
@@ -74,11 +74,45 @@ def load_spec(
         name, base_dir, raw = source.source, source.base_dir, source.to_dict()
     elif isinstance(source, Mapping):
         base_dir, raw = Path.cwd(), dict(source)
+        _check_keys(name, raw)
+    elif not isinstance(source, str | Path):
+        decode = " Parse TOML text first: tomllib.loads(text)." if isinstance(source, bytes) else ""
+        raise SpecError(
+            "spec",
+            [
+                f"must be a path to a .toml file (str or Path), a mapping of its tables or a "
+                f"Spec, not {type(source).__name__} {_short(source)}.{decode}"
+            ],
+        )
     else:
         path = Path(source)
         name, base_dir, raw = str(path), path.resolve().parent, read_toml(path)
+    if overrides is not None:
+        check_overrides(overrides)
     applied = apply_overrides(raw, overrides or {}, name)
     return _Resolver(name, base_dir, applied, registry).spec()
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, cut to a readable length."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_keys(name: str, raw: Mapping[Any, Any], at: tuple[str, ...] = ()) -> None:
+    """Refuse a spec mapping whose keys, at any depth, are not strings (TOML keys are)."""
+    for key, value in raw.items():
+        if not isinstance(key, str):
+            inside = f" in [{key_path(at)}]" if at else ""
+            raise SpecError(
+                name,
+                [
+                    f"the key {_short(key)}{inside} is {type(key).__name__}: a spec's keys are "
+                    f"strings (table and key names, as in TOML)."
+                ],
+            )
+        if isinstance(value, Mapping):
+            _check_keys(name, value, (*at, key))
 
 
 def load_component(
@@ -103,6 +137,8 @@ def load_component(
     for part in reversed(at):
         nested = {part: nested}
     prefix = ".".join(at)
+    if overrides is not None:
+        check_overrides(overrides)
     applied = apply_overrides(
         nested, {f"{prefix}.{key}": value for key, value in (overrides or {}).items()}, name
     )

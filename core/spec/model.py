@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field
 
+from .devices import Device
 from .paths import SpecPath, absolute_paths
 
 if TYPE_CHECKING:
@@ -18,6 +19,14 @@ if TYPE_CHECKING:
     from ..registry import Registry
 
 SCHEMA_VERSION = 1
+
+MAX_K = 10_000
+"""The most passages a retrieval returns per question (``retrieve(k=...)``, ``eval -k``,
+``index compare -k``): more is a mistake, not a larger experiment (docs/spec.md, "Limits")."""
+
+MAX_LENGTH = 32_768
+"""The largest ``[generation] max_length`` (and ``generate(max_length=...)``): beyond the
+positions of any generator ragloom runs (docs/spec.md, "Limits")."""
 
 
 class Settings(BaseModel):
@@ -42,7 +51,7 @@ class GenerationSettings(Settings):
     """``[generation]``: decoding settings shared by every marginalizer."""
 
     num_beams: int = Field(default=1, ge=1, description="beam width (1: greedy)")
-    max_length: int = Field(default=50, ge=1, description="maximum generated tokens")
+    max_length: int = Field(default=50, ge=1, le=MAX_LENGTH, description="maximum generated tokens")
     min_length: int = Field(default=0, ge=0, description="minimum generated tokens before EOS")
     length_penalty: float = Field(
         default=1.0, description="beam scores are divided by length ** length_penalty"
@@ -89,7 +98,9 @@ class TrainSettings(Settings):
     gradient_checkpointing: bool = Field(
         default=False, description="recompute the generator's activations in backward"
     )
-    device: str = Field(default="auto", description='"auto" (CUDA when present), "cpu", "cuda"')
+    device: Device = Field(
+        default="auto", description='"auto" (CUDA when present), "cpu", "cuda" or "cuda:N"'
+    )
     seed: int = Field(default=0, description="model dropout and data order")
     eval_every: int = Field(
         default=0, ge=0, description="optimizer steps between dev evaluations (0: each epoch end)"

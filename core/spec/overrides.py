@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from ..errors import SpecError
+from ..errors import ParameterError, SpecError
 
 
 class CliText(str):
@@ -64,6 +64,21 @@ def origin(dotted: str, value: Any) -> str:
     return given_as or f'override "{dotted}"'
 
 
+def check_overrides(overrides: Any) -> None:
+    """Refuse ``overrides`` that are not a mapping of dotted key paths (str) to values."""
+    if not isinstance(overrides, Mapping):
+        raise ParameterError(
+            f"overrides must be a mapping of dotted key paths to values, e.g. "
+            f'{{"pipeline.n_docs": 10}}, not {type(overrides).__name__} {overrides!r:.60}.'
+        )
+    for key in overrides:
+        if not isinstance(key, str):
+            raise ParameterError(
+                f"overrides: the key {key!r:.60} is {type(key).__name__}, not a str; keys are "
+                f'dotted key paths, e.g. {{"pipeline.n_docs": 10}}.'
+            )
+
+
 @dataclass(frozen=True)
 class Applied:
     """The raw spec with overrides applied, the tables whose ``type`` an override changed, and
@@ -76,6 +91,7 @@ class Applied:
 
 def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any], source: str) -> Applied:
     """A copy of ``data`` with each dotted key set; tables on the way are created."""
+    check_overrides(overrides)
     result: dict[str, Any] = copy.deepcopy(dict(data))
     problems: list[str] = []
     retyped: set[tuple[str, ...]] = set()

@@ -32,6 +32,7 @@ from ..evaluation import QAItem, evaluate, read_qa
 from ..pipeline import Pipeline
 from ..protocols import DifferentiableScores, Trainable
 from ..spec import Spec, TrainSettings
+from ..spec import resolve_device as resolve_device_of
 from .export import export_checkpoint
 from .state import Progress, load_state, save_state
 
@@ -83,10 +84,9 @@ def _train(spec: Spec, data: Path, out: Path, dev: Path | None) -> TrainResult:
 
 
 def resolve_device(device: str) -> str:
-    """``"auto"``: CUDA when torch sees a GPU, else the CPU."""
-    if device != "auto":
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """``[train] device`` for this machine: ``"auto"`` made concrete (CUDA when torch sees a
+    GPU, else the CPU), a CUDA device the machine lacks refused."""
+    return resolve_device_of(device, "[train] device")
 
 
 def _training_overrides(spec: Spec) -> dict[str, Any]:
