@@ -18,7 +18,7 @@ import torch
 
 from conftest import ragloom_command
 from ragloom import Pipeline, RagloomError
-from ragloom.errors import ParameterError, QuestionError
+from ragloom.errors import ParameterError, QuestionError, SpecError
 from ragloom.kb.hf import import_hf
 from ragloom.testing.tiny_models import (
     causal_lm_dir,
@@ -161,7 +161,7 @@ def test_flash_attention_on_the_cpu_is_one_sentence(setup: Setup) -> None:
     ("assignment", "message"),
     [
         ("pipeline.n_docs=1000000000", "of memory available. At most n_docs = "),
-        ("generation.max_length=100000", "positions for at most 512 answer tokens"),
+        ("generation.max_length=20000", "positions for at most 512 answer tokens"),
     ],
 )
 def test_validate_refuses_settings_that_cannot_run(
@@ -190,7 +190,7 @@ def test_retrieve_nothing_returns_an_empty_result(setup: Setup) -> None:
     assert retrieved.passages == []
 
 
-@pytest.mark.parametrize("k", [0, -1, True, 2.5])
+@pytest.mark.parametrize("k", [0, -1, True, 2.5, 10**9, 10**30])
 def test_retrieve_refuses_k_below_one(setup: Setup, k: object) -> None:
     with pytest.raises(ParameterError, match="k is the number of passages per question"):
         Pipeline.from_spec(setup.spec).retrieve(["paris"], k=k)  # type: ignore[arg-type]
@@ -326,12 +326,20 @@ def test_index_commands_refuse_bad_options(setup: Setup) -> None:
     assert "-k: 0 is not allowed" in refused(*compare, "-k", "0")
     assert f"more than the {PASSAGES} vectors" in refused(*compare, "-k", str(PASSAGES + 1))
     assert "cannot be read as a numpy .npy array" in refused(*compare, "--queries", pickled)
+    empty, text = setup.root / "empty.npy", setup.write("text.npy", "0.1 0.2\n")
+    empty.write_bytes(b"")
+    assert "is empty (0 bytes), not a .npy array" in refused(*compare, "--queries", empty)
+    line = refused(*compare, "--queries", text)
+    assert "is not a .npy array file" in line and "unsafely" not in line
+    assert "more than the 10,000 passages" in refused(*compare, "-k", str(10**30))
     assert "shape [3, 5]" in refused(*compare, "--queries", wrong_dim)
     build = ("index", "build", setup.kb, "--type", "faiss-exact")
     assert "--shards: 0 is not allowed" in refused(*build, "--shards", "0")
     assert "--shards: -2 is not allowed" in refused(*build, "--shards", "-2")
     line = refused(*build, "--shards", str(PASSAGES + 1))
     assert f"must be between 1 and {PASSAGES}" in line
+    line = refused(*build, "--param", "noequals")
+    assert line.startswith('error: --param: "noequals" is not an override: write KEY=VALUE')
     line = refused("index", "build", setup.kb, "--type", "faiss-hnsw", "--param", "M=x")
     assert line.startswith("error: --type faiss-hnsw: [retriever.index] M")
     assert "(from --param M=x)" in line
@@ -355,3 +363,159 @@ def test_a_damaged_training_state_says_how_to_go_on(tmp_path: Path, damage: str)
     message = str(excinfo.value)
     assert "The run's training state is damaged" in message
     assert f"Delete {state} and rerun the same command" in message
+
+
+def test_eval_refuses_a_huge_k_before_writing(setup: Setup, qa: Path) -> None:
+    out = setup.root / "eval-huge-k"
+    line = refused(
+        "eval", setup.spec, "--data", qa, "--out", out, "--retrieval-only", "-k", "1" + "0" * 30
+    )
+    assert "is not a whole number from 1 to 10,000" in line
+    assert not out.exists()
+
+
+# --- wrong types and values through the Python API -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({1: 2}, "the key 1 is int: a spec's keys are strings"),
+        ({"pipeline": {3: 1}}, "the key 3 in [pipeline] is int"),
+        (None, "spec: must be a path to a .toml file (str or Path), a mapping"),
+        (42, "not int 42"),
+        (b"schema = 1", "not bytes b'schema = 1'. Parse TOML text first"),
+    ],
+)
+def test_from_spec_refuses_what_is_not_a_spec(spec: object, message: str) -> None:
+    with pytest.raises(SpecError, match=re.escape(message)):
+        Pipeline.from_spec(spec)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({5: 1}, "overrides: the key 5 is int, not a str"),
+        ([("pipeline.n_docs", 1)], "overrides must be a mapping of dotted key paths to values"),
+        ("pipeline.n_docs=1", "not str 'pipeline.n_docs=1'"),
+    ],
+)
+def test_from_spec_refuses_overrides_that_are_not_a_mapping(
+    setup: Setup, overrides: object, message: str
+) -> None:
+    for spec in (setup.spec, Pipeline.from_spec(setup.spec).spec):
+        with pytest.raises(ParameterError, match=re.escape(message)):
+            Pipeline.from_spec(spec, overrides=overrides)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("questions", [None, 5, b"paris"])
+def test_questions_that_are_not_a_list_are_refused(setup: Setup, questions: object) -> None:
+    pipeline = Pipeline.from_spec(setup.spec)
+    for call in (pipeline.retrieve, pipeline.generate):
+        with pytest.raises(QuestionError, match="questions must be a list of strings, not "):
+            call(questions)  # type: ignore[arg-type]
+
+
+def test_generate_refuses_a_huge_max_length(setup: Setup) -> None:
+    with pytest.raises(SpecError, match=r"\[generation\] max_length = 1000000000000: .*32768"):
+        Pipeline.from_spec(setup.spec).generate(["paris"], max_length=10**12)
+    with pytest.raises(SpecError, match=r"\[generation\] max_length = 40000"):
+        Pipeline.from_spec(setup.spec, {"generation.max_length": 40_000})
+
+
+@pytest.mark.parametrize(
+    ("questions", "targets", "error", "message"),
+    [
+        (["paris"], [], ParameterError, "one target per question: got 1 questions and 0"),
+        ([], [], ParameterError, "loss needs at least one question and its target"),
+        (["paris"], [None], QuestionError, "loss target 1 is NoneType None, not a string"),
+        (["paris"], "paris", QuestionError, "targets must be a list of strings"),
+        (None, ["paris"], QuestionError, "questions must be a list of strings"),
+    ],
+)
+def test_loss_refuses_bad_targets(
+    setup: Setup, questions: object, targets: object, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=re.escape(message)):
+        Pipeline.from_spec(setup.spec).loss(questions, targets)  # type: ignore[arg-type]
+
+
+def test_share_refuses_what_is_not_a_pipeline(setup: Setup) -> None:
+    with pytest.raises(ParameterError, match="other must be a Pipeline, not NoneType"):
+        Pipeline.from_spec(setup.spec).share(None, "encoder")  # type: ignore[arg-type]
+
+
+# --- devices -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["generator.device", "encoder.device", "train.device"])
+def test_validate_refuses_a_device_that_is_not_one(setup: Setup, key: str) -> None:
+    line = refused("validate", setup.spec, "--set", f"{key}=tpu")
+    assert 'device = "tpu": is not a device: use "cpu", "cuda", "cuda:N"' in line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize(
+    ("overrides", "call", "key"),
+    [
+        ({"generator.device": "cuda"}, "generate", "[generator] device"),
+        ({"encoder.device": "cuda:7"}, "retrieve", "[encoder] device"),
+    ],
+)
+def test_a_cuda_device_on_a_machine_without_one_is_refused(
+    setup: Setup, overrides: dict[str, str], call: str, key: str
+) -> None:
+    pipeline = Pipeline.from_spec(setup.spec, overrides)
+    with pytest.raises(ParameterError) as excinfo:
+        getattr(pipeline, call)(["paris"])
+    message = str(excinfo.value)
+    assert message.startswith(f'{key} = "{overrides[next(iter(overrides))]}", but this machine')
+    assert 'Use device = "cpu", or "auto"' in message
+
+
+def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ragloom.spec import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto", "[train] device") == "cuda"
+    assert resolve_device("cuda:1", "[train] device") == "cuda:1"
+    with pytest.raises(ParameterError, match=r"has 2 CUDA GPUs \(cuda:0 to cuda:1\)"):
+        resolve_device("cuda:2", "[train] device")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto", "[train] device") == "cpu"
+    with pytest.raises(ParameterError, match=r"\[train\] device = \"cuda\", but this machine"):
+        resolve_device("cuda", "[train] device")
+
+
+# --- spec files that cannot be read ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("schema = 1\nx = " + "[" * 100_000 + "]" * 100_000 + "\n", "more than 32 levels deep"),
+        ("schema = 1\n[" + ".".join(["a"] * 50_000) + "]\n", "more than 32 levels deep"),
+        (b"schema = 1\n# caf\xe9\n", "is not UTF-8 text: the byte 0xe9 at byte 16 (line 2)"),
+    ],
+)
+def test_validate_refuses_spec_files_it_cannot_read(
+    tmp_path: Path, content: str | bytes, message: str
+) -> None:
+    path = tmp_path / "spec.toml"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    assert message in refused("validate", path)
+
+
+def test_validate_refuses_a_directory_as_spec(tmp_path: Path) -> None:
+    line = refused("validate", tmp_path)
+    expected = "is a directory; a spec is a .toml file. Give the path of the file."
+    assert line == f"error: {tmp_path}: {expected}\n"
+
+
+def test_a_nul_in_a_path_is_refused(setup: Setup) -> None:
+    with pytest.raises(SpecError, match=r'\[retriever\] kb = "\\u0000kb": holds a NUL'):
+        Pipeline.from_spec(setup.spec, {"retriever.kb": "\x00kb"})

@@ -42,8 +42,13 @@ def input_key(path: Path, *settings: Any) -> list[Any]:
     return [str(path.resolve()), stat.st_size, stat.st_mtime_ns, *settings]
 
 
-def overrides(assignments: Sequence[str]) -> dict[str, Any]:
-    return dict(parse_assignment(text) for text in assignments)
+def overrides(
+    assignments: Sequence[str], option: str = "--set", example: str = ""
+) -> dict[str, Any]:
+    """``KEY=VALUE`` texts given to ``option`` as a mapping; errors name ``option`` and show
+    ``example`` (default: a spec key path)."""
+    shown = {"example": example} if example else {}
+    return dict(parse_assignment(text, option, **shown) for text in assignments)
 
 
 def spec_from_args(path: str, assignments: Sequence[str]) -> Spec:

@@ -33,7 +33,7 @@ def declared_index(
     registry = get_registry()
     given = {
         key: CliText(value, f"--param {key}={value}")
-        for key, value in overrides(assignments).items()
+        for key, value in overrides(assignments, "--param", "KEY=VALUE, e.g. M=32").items()
     }
     if only_known:
         fields = registry.load("index", type_name).Params.model_fields

@@ -49,6 +49,11 @@ def default_queries(kb: KnowledgeBase, count: int = 1000, seed: int = 0) -> np.n
     return np.ascontiguousarray((first + second) / 2, dtype=np.float32)
 
 
+NPY_MAGIC = b"\x93NUMPY"
+NPZ_MAGIC = b"PK\x03\x04"
+"""How a ``.npy`` file and an ``.npz`` archive (a zip) begin."""
+
+
 def load_queries(path: Path, dim: int) -> np.ndarray:
     """The ``float32 [n, dim]`` query vectors saved in the ``.npy`` file at ``path``; anything
     else (a pickle, another shape or dim, no rows) raises :class:`QueryFileError`."""
@@ -56,10 +61,28 @@ def load_queries(path: Path, dim: int) -> np.ndarray:
 
     expected = f"Save a float array of shape [n, {dim}] with numpy.save (allow_pickle=False)."
     try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
+        with path.open("rb") as file:
+            start = file.read(len(NPY_MAGIC))
+    except OSError as error:
+        raise QueryFileError(f"--queries {path}: cannot be read ({error.strerror}).") from None
+    if not start:
+        raise QueryFileError(f"--queries {path}: is empty (0 bytes), not a .npy array. {expected}")
+    if start != NPY_MAGIC and not start.startswith(NPZ_MAGIC):
         raise QueryFileError(
-            f"--queries {path}: cannot be read as a numpy .npy array ({error}). {expected}"
+            f"--queries {path}: is not a .npy array file (it does not start with numpy's "
+            f".npy header). {expected}"
+        )
+    try:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as error:
+        why = "it holds pickled Python objects" if "allow_pickle" in str(error) else str(error)
+        raise QueryFileError(
+            f"--queries {path}: cannot be read as a numpy .npy array ({why}). {expected}"
+        ) from None
+    except (OSError, EOFError) as error:
+        raise QueryFileError(
+            f"--queries {path}: cannot be read as a numpy .npy array (truncated or damaged: "
+            f"{error or type(error).__name__}). {expected}"
         ) from None
     if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
         kind = "an .npz archive" if not isinstance(array, np.ndarray) else f"{array.dtype} values"

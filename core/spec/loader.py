@@ -46,15 +46,57 @@ TOP_LEVEL_KEYS = ("schema", "pipeline", "generation", "train", *SPEC_TABLES)
 def read_toml(path: Path) -> dict[str, Any]:
     """The parsed TOML file at ``path``; a missing or malformed file raises SpecError."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise SpecError(str(path), ["no such file. Check the path to the spec."]) from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as error:
-        raise SpecError(str(path), [f"cannot be read: {error}."]) from None
+    except IsADirectoryError:
+        raise SpecError(
+            str(path), ["is a directory; a spec is a .toml file. Give the path of the file."]
+        ) from None
+    except OSError as error:
+        raise SpecError(str(path), [f"cannot be read: {error.strerror or error}."]) from None
     try:
-        return tomllib.loads(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise SpecError(
+            str(path),
+            [
+                f"is not UTF-8 text: the byte 0x{data[error.start]:02x} at byte {error.start} "
+                f"(line {line}) is not UTF-8. A spec is a TOML file in UTF-8; convert it, e.g. "
+                f"iconv -f latin1 -t utf-8."
+            ],
+        ) from None
+    try:
+        parsed = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise SpecError(str(path), [f"is not valid TOML: {error}."]) from None
+    except RecursionError:
+        raise SpecError(str(path), [TOO_DEEP]) from None
+    _check_depth(str(path), parsed)
+    return parsed
+
+
+MAX_DEPTH = 32
+"""The deepest nesting of tables and arrays a spec may have; real specs have a few levels."""
+
+TOO_DEEP = (
+    f"nests tables or arrays more than {MAX_DEPTH} levels deep, which no spec does: a spec's "
+    f"tables are a few levels deep ([retriever.index]). Check how the file was generated."
+)
+
+
+def _check_depth(name: str, data: Any) -> None:
+    """Refuse nesting deeper than :data:`MAX_DEPTH` (checked without recursion)."""
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise SpecError(name, [TOO_DEEP])
+        if isinstance(value, Mapping):
+            stack.extend((child, depth + 1) for child in value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend((child, depth + 1) for child in value)
 
 
 def load_spec(
@@ -74,6 +116,7 @@ def load_spec(
         name, base_dir, raw = source.source, source.base_dir, source.to_dict()
     elif isinstance(source, Mapping):
         base_dir, raw = Path.cwd(), dict(source)
+        _check_depth(name, raw)
         _check_keys(name, raw)
     elif not isinstance(source, str | Path):
         decode = " Parse TOML text first: tomllib.loads(text)." if isinstance(source, bytes) else ""

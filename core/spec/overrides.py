@@ -30,15 +30,15 @@ class CliText(str):
         return text
 
 
-def parse_assignment(text: str) -> tuple[str, CliText]:
-    """``"a.b=v"`` → ``("a.b", CliText("v"))``; raises SpecError without ``=`` or a key."""
+def parse_assignment(
+    text: str, option: str = "--set", example: str = "KEY.PATH=VALUE, e.g. pipeline.n_docs=10"
+) -> tuple[str, CliText]:
+    """``"a.b=v"`` → ``("a.b", CliText("v"))``; raises SpecError, naming the command-line
+    ``option`` the text was given to, without ``=`` or a key."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise SpecError(
-            "--set",
-            [f'"{text}" is not an override: write KEY.PATH=VALUE, e.g. pipeline.n_docs=10.'],
-        )
-    return key.strip(), CliText(value.strip(), f"--set {text.strip()}")
+        raise SpecError(option, [f'"{text}" is not an override: write {example}.'])
+    return key.strip(), CliText(value.strip(), f"{option} {text.strip()}")
 
 
 def type_cli_value(value: Any, annotation: Any) -> Any:
@@ -53,7 +53,7 @@ def type_cli_value(value: Any, annotation: Any) -> Any:
         pass
     try:
         return tomllib.loads(f"value = {text}")["value"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         return text
 
 

@@ -13,7 +13,7 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel
 
 from ..assets import ASSET_PREFIX as ASSET_PREFIX
 
@@ -24,7 +24,18 @@ class _PathKey:
 
 PATH_KEY = _PathKey()
 
-SpecPath = Annotated[str, PATH_KEY]
+
+def _check_path(value: str) -> str:
+    """Refuse a path no file system holds: one with a NUL character."""
+    if "\x00" in value:
+        raise ValueError(
+            f"holds a NUL character (\\u0000) at character {value.index(chr(0)) + 1}, which no "
+            f"path can hold; write the path without it"
+        )
+    return value
+
+
+SpecPath = Annotated[str, PATH_KEY, AfterValidator(_check_path)]
 """A spec value that is a path relative to the spec file (or ``asset:NAME``)."""
 
 
