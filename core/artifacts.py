@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,7 @@ def claim(target: Path, kind: Kind, root: Path | None = None) -> None:
     With ``root`` (the artifact that contains ``target``, e.g. the KB of an index), no directory
     between the two may be a symbolic link: writing never follows a link out of the artifact.
     """
+    target = absolute(target)
     if target.is_symlink():
         raise ArtifactError(
             f"{target} is a symbolic link (to {os.readlink(target)}); ragloom does not write "
@@ -76,7 +78,7 @@ def claim(target: Path, kind: Kind, root: Path | None = None) -> None:
             f"directory instead."
         )
     if root is not None:
-        _check_no_link_between(root, target)
+        _check_no_link_between(absolute(root), target)
     if not target.exists():
         return
     if not target.is_dir():
@@ -85,7 +87,7 @@ def claim(target: Path, kind: Kind, root: Path | None = None) -> None:
             f"where nothing is, into an empty directory, or over a {kind.name} of its own. "
             f"Choose another output path."
         )
-    if kind.recognizes(target) or not any(target.iterdir()):
+    if kind.recognizes(target) or all(is_leftover(entry.name) for entry in target.iterdir()):
         return
     raise ArtifactError(
         f"{target} exists and is not a ragloom {kind.name} (it has no {kind.marker} of one), so "
@@ -113,6 +115,15 @@ def claim_file(target: Path, name: str, magic: bytes) -> None:
         f"{target} exists and is not a {name}, so ragloom will not overwrite it. Give another "
         f"path for the {name}."
     )
+
+
+LEFTOVER = re.compile(r"^\..+\.(lock|building|ragloom-tmp-.+|tmp-.+|replaced-\d+)$")
+"""Names of what ragloom leaves beside what it writes: lock files, staging, temporary files,
+directories moved aside. A directory holding nothing else counts as empty."""
+
+
+def is_leftover(name: str) -> bool:
+    return LEFTOVER.match(name) is not None
 
 
 def _check_no_link_between(root: Path, target: Path) -> None:

@@ -146,7 +146,7 @@ def reserve(path: Path, size: int) -> None:
 def write_bytes(path: Path, data: bytes) -> None:
     """Replace the file at ``path`` with ``data`` atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.ragloom-tmp-", dir=path.parent)
     try:
         _permit(Path(temporary), directory=False)
         with os.fdopen(descriptor, "wb") as handle:
@@ -202,6 +202,7 @@ def install(source: Path, target: Path, kind: Kind, root: Path | None = None) ->
     """Flush the finished directory ``source`` and rename it to ``target`` (same file system),
     replacing a ``target`` that :func:`~ragloom.artifacts.claim` accepts as a ``kind``."""
     target = absolute(target)
+    claim(target, kind, root)  # before the lock file is made beside it
     with locks.exclusive(target):
         recover_directory(target)
         claim(target, kind, root)
@@ -224,6 +225,7 @@ def directory(target: Path, kind: Kind, root: Path | None = None) -> Iterator[Pa
     before the rename). If the block raises, or the process dies, ``target`` is left as it was.
     """
     target = absolute(target)
+    claim(target, kind, root)  # before the lock file is made beside it
     with locks.exclusive(target):
         recover_directory(target)
         claim(target, kind, root)

@@ -108,6 +108,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("ragloom").debug("operating system error", exc_info=True)
         print(f"error: {os_error_message(error)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(
+            "interrupted: nothing half-written was left where it would be read; run the same "
+            "command again to resume (builds and training) or start over.",
+            file=sys.stderr,
+        )
+        return 130
     return status
 
 

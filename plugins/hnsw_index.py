@@ -7,6 +7,7 @@ lets searches run together and adds (and the resizes they need) run alone.
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -132,7 +133,15 @@ class HnswIndex:
             "ntotal": self.ntotal,
         }
         with self._lock.reading(), atomic.directory(Path(directory), SAVED_INDEX) as temporary:
-            self._index.save_index(str(temporary / INDEX_FILE))
+            saved = temporary / INDEX_FILE
+            self._index.save_index(str(saved))
+            expected = int(self._index.index_file_size())
+            if saved.stat().st_size != expected:  # hnswlib does not report a failed write
+                raise OSError(
+                    errno.ENOSPC,
+                    f"hnswlib wrote {saved.stat().st_size} of {expected} bytes",
+                    str(saved),
+                )
             write_meta(temporary, meta)
 
     @classmethod

@@ -27,6 +27,7 @@ import pytest
 from conftest import TINY_ENCODER_SPEC, encoder_workspace, ragloom_command, write_documents
 from ragloom import atomic, locks
 from ragloom.kb import KnowledgeBase
+from ragloom.testing.tiny_models import bert_dir
 
 LEFTOVERS = (".tmp-", ".replaced-", ".building", ".incoming")
 
@@ -175,6 +176,77 @@ def test_rebuilding_the_same_passages_keeps_the_indexes(workspace: Path, tmp_pat
     ]
     assert ragloom(*build_args(workspace, out, "other.jsonl"), "--force")[0] == 0
     assert KnowledgeBase.open(out).index_manifests() == [], "other passages: indexes dropped"
+
+
+def test_re_encoding_the_same_passages_asks_for_force(workspace: Path, tmp_path: Path) -> None:
+    out = tmp_path / "kb"
+    assert ragloom(*build_args(workspace, out))[0] == 0
+    other = tmp_path / "spec.toml"
+    other.write_text(TINY_ENCODER_SPEC.format(model=bert_dir(tmp_path / "other", seed=5)))
+    again = ["kb", "build", workspace / "docs.jsonl", "--spec", other, "--out", out]
+    status, err = ragloom(*again)
+    assert status == 1 and "a knowledge base of these passages encoded by dpr" in err
+    assert "--force" in err and leftovers(tmp_path) == []
+    assert ragloom(*again, "--force")[0] == 0
+
+
+def test_importing_over_a_knowledge_base_of_other_contents_asks_for_force(
+    kb: Path, tmp_path: Path
+) -> None:
+    exported, out = tmp_path / "exported", tmp_path / "kb"
+    shutil.copytree(kb, out)
+    assert ragloom("kb", "export-hf", kb, "--out", exported)[0] == 0
+    status, err = ragloom("kb", "import-hf", exported / "passages", "--out", out)
+    assert status == 1 and "is a knowledge base of other contents" in err and "--force" in err
+    assert KnowledgeBase.open(out).manifest.encoder.type == "dpr", "left as it was"
+    assert ragloom("kb", "import-hf", exported / "passages", "--out", out, "--force")[0] == 0
+    assert ragloom("kb", "import-hf", exported / "passages", "--out", out)[0] == 0, "the same"
+
+
+def test_a_relative_knowledge_base_path_works(kb: Path, tmp_path: Path) -> None:
+    shutil.copytree(kb, tmp_path / "kb")
+    assert ragloom("index", "build", "kb", "--type", "faiss-exact", cwd=tmp_path)[0] == 0
+    assert ragloom("index", "build", "./kb/", "--type", "hnsw", cwd=tmp_path)[0] == 0
+
+
+def test_eval_writes_only_into_its_own_run_directory(kb: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "retrieval.toml"
+    spec.write_text(
+        (kb.parent / "spec.toml").read_text()
+        + f'[retriever]\ntype = "dense"\nkb = "{kb}"\n[retriever.index]\ntype = "faiss-exact"\n'
+    )
+    data = tmp_path / "qa.jsonl"
+    data.write_text(json.dumps({"question": "what?", "answers": ["x"]}) + "\n")
+    user = user_directory(tmp_path / "mine")
+    args = ("eval", spec, "--data", data, "--retrieval-only", "--out")
+    status, err = ragloom(*args, user)
+    assert status == 1 and "is not a ragloom evaluation run" in err
+    assert sorted(p.name for p in user.iterdir()) == ["thesis.txt"]
+    assert ragloom(*args, tmp_path / "run")[0] == 0
+    assert ragloom(*args, tmp_path / "run")[0] == 0, "an evaluation run is rerun in place"
+    status, err = ragloom("eval", spec, "--data", data, "--out", tmp_path / "no-generator")
+    assert status == 1 and "needs a generator" in err
+    assert not (tmp_path / "no-generator").exists(), "refused before anything is written"
+
+
+def test_an_interrupted_build_says_so_and_resumes(workspace: Path, tmp_path: Path) -> None:
+    documents = tmp_path / "many.jsonl"
+    write_documents(documents, 600)
+    out = tmp_path / "kb"
+    command = ragloom_command(
+        "kb", "build", documents, "--spec", workspace / "spec.toml", "--out", out,
+        "--batch-size", 8, "--flush-seconds", 0,
+    )  # fmt: skip
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    progress = out.parent / f".{out.name}.building" / "progress.json"
+    while not progress.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in err and "interrupted" in err
+    assert ragloom(*command[3:])[0] == 0
+    assert len(KnowledgeBase.open(out)) == 600
 
 
 # --- two writers ----------------------------------------------------------------------------
@@ -362,6 +434,20 @@ def test_a_file_size_limit_is_a_clear_error_and_the_next_run_finishes(
     assert not out.exists()
     assert ragloom(*args)[0] == 0
     assert len(KnowledgeBase.open(out)) == 600 and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("index_type", ["hnsw", "faiss-exact"])
+def test_an_index_cut_by_a_size_limit_is_never_sealed(
+    kb: Path, tmp_path: Path, index_type: str
+) -> None:
+    """hnswlib reports no failed write: the saved size is checked against the index's own."""
+    copy = tmp_path / "kb"
+    shutil.copytree(kb, copy, ignore=shutil.ignore_patterns("indexes"))
+    args = ("index", "build", copy, "--type", index_type)
+    status, err = ragloom(*args, preexec_fn=limit_file_size(2_000))
+    assert status == 1 and "size limit" in err, err
+    assert KnowledgeBase.open(copy).index_manifests() == []
+    assert ragloom(*args)[0] == 0 and ragloom("kb", "info", copy, "--verify")[0] == 0
 
 
 @pytest.fixture

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import time
 from pathlib import Path
 from typing import Any
 
-from ..artifacts import check_outside
+from .. import atomic, locks
+from ..artifacts import absolute, check_outside, claim, json_marker
 from ..spec.overrides import CliText
 from .common import add_set_option, add_write_options, spec_from_args, table_lines
 from .options import at_least_one, cutoffs
@@ -40,26 +42,53 @@ def cmd_eval(args: argparse.Namespace) -> int:
     at_least_one("--limit", args.limit)
     ks = cutoffs("-k", args.k)
     items = read_qa(Path(args.data))[: args.limit]
-    out = Path(args.out or f"runs/eval-{time.strftime('%Y%m%d-%H%M%S')}")
+    out = absolute(Path(args.out or f"runs/eval-{time.strftime('%Y%m%d-%H%M%S')}"))
     check_outside(out, {"spec": Path(args.spec), "data file": Path(args.data)})
     base = Pipeline.from_spec(spec_from_args(args.spec, args.set))
+    # every variant is validated, and has what it needs, before anything is written
+    runs = [(name(variant), _variant(base, variant)) for variant in variants(args.sweep)]
+    needed = ("retriever",) if args.retrieval_only else ("retriever", "generator", "marginalizer")
+    for _, pipeline in runs:
+        pipeline.require(*needed, needed_by="ragloom eval")
     rows: list[list[Any]] = [["VARIANT", "EM", "F1", *[f"R@{k}" for k in ks], "p50 s", "p90 s"]]
-    for variant in variants(args.sweep):
-        name = ",".join(f"{k}={v}" for k, v in variant.items()) or "spec"
-        pipeline = Pipeline.from_spec(base.spec, variant) if variant else base
-        for table in SHARED_TABLES:  # keep loaded models where the variant leaves them alone
-            if table in base.spec.components and (
-                pipeline.spec.components.get(table) == base.spec.components[table]
-            ):
-                pipeline.share(base, table)
-        print(f"variant {name}: {len(items)} questions")
-        summary = evaluate(
-            pipeline, items, out / name.replace("/", "_"), ks, not args.retrieval_only
-        )
-        rows.append(summary_row(name, summary))
+    claim(out, EVAL_RUN_KIND)
+    with locks.exclusive(out):
+        claim(out, EVAL_RUN_KIND)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(out / EVAL_RUN_MARKER, json.dumps({"format": "ragloom-eval-run"}) + "\n")
+        for label, pipeline in runs:
+            print(f"variant {label}: {len(items)} questions")
+            directory = out / label.replace("/", "_")
+            summary = evaluate(pipeline, items, directory, ks, not args.retrieval_only)
+            rows.append(summary_row(label, summary))
     print("\n".join(table_lines(rows)))
     print(f"results: {out}")
     return 0
+
+
+EVAL_RUN_MARKER = "ragloom-eval-run.json"
+EVAL_RUN_KIND = json_marker("evaluation run", EVAL_RUN_MARKER, format="ragloom-eval-run")
+
+
+def name(variant: dict[str, Any]) -> str:
+    """A variant's name: its assignments, or "spec" for the spec as it is."""
+    return ",".join(f"{key}={value}" for key, value in variant.items()) or "spec"
+
+
+def _variant(base: Any, variant: dict[str, Any]) -> Any:
+    """The pipeline of one variant, sharing the base's loaded models where it leaves them
+    alone."""
+    from ..pipeline import Pipeline
+
+    if not variant:
+        return base
+    pipeline = Pipeline.from_spec(base.spec, variant)
+    for table in SHARED_TABLES:
+        if table in base.spec.components and (
+            pipeline.spec.components.get(table) == base.spec.components[table]
+        ):
+            pipeline.share(base, table)
+    return pipeline
 
 
 def add_to(commands: Any) -> None:

@@ -175,7 +175,9 @@ def cmd_import_hf(args: argparse.Namespace) -> int:
     encoder, encoder_type = (None, "unverified")
     if args.spec:
         encoder, encoder_type = _encoder(spec_from_args(args.spec, args.set))
-    kb = import_hf(Path(args.passages), Path(args.out), index, encoder, encoder_type)
+    kb = import_hf(
+        Path(args.passages), Path(args.out), index, encoder, encoder_type, force=args.force
+    )
     fingerprint = kb.manifest.encoder.fingerprint
     print(f"{kb.directory}: {len(kb)} passages, dim {kb.dim}, encoder {fingerprint}")
     for _, manifest in kb.index_manifests():
@@ -231,7 +233,7 @@ def add_to(commands: Any) -> None:
         "--spec", help="spec whose [encoder] made the embeddings (checked on a sample)"
     )
     add_set_option(importer)
-    add_write_options(importer)
+    add_write_options(importer, force="replace a knowledge base of other contents")
     importer.set_defaults(handler=cmd_import_hf)
 
     exporter = actions.add_parser(

@@ -56,20 +56,27 @@ def staging_directory(out: Path) -> Path:
 
 @contextmanager
 def staged_build(
-    documents: Iterable[Document], out: Path, *, force: bool = False, input_key: Any = None
+    documents: Iterable[Document],
+    out: Path,
+    *,
+    fingerprint: str,
+    force: bool = False,
+    input_key: Any = None,
 ) -> Iterator[StagedPassages]:
     """Hold ``out``'s lock, check that it may be replaced, and stage the passages.
 
-    ``input_key`` identifies the input (e.g. its path, size and modification time): a staging
-    directory left by a build of another key is cleared first, so a dead build's files never
-    crowd out a new one. Writes that fail for lack of space raise :class:`WriteError`.
+    A KB at ``out`` of other passages, or encoded by another encoder than ``fingerprint``'s, is
+    replaced only with ``force``. ``input_key`` identifies the input (e.g. its path, size and
+    modification time): a staging directory left by a build of another key is cleared first,
+    so a dead build's files never crowd out a new one. Writes that fail for lack of space raise
+    :class:`WriteError`.
     """
     out = absolute(out)
     with locks.exclusive(out):
         claim(out, KB_KIND)
         try:
             staged = stage_passages(documents, out, input_key)
-            _refuse_other_corpus(out, staged, force)
+            _refuse_other_contents(out, staged, fingerprint, force)
             yield staged
         except BaseException as error:
             atomic.raise_if_out_of_space(error, out)
@@ -111,7 +118,10 @@ def build_knowledge_base(
     :func:`staged_build` for ``force`` and ``input_key``. With ``encoder`` None the KB holds
     the passages only, for retrievers that read text (``bm25``).
     """
-    with staged_build(documents, out, force=force, input_key=input_key) as staged:
+    fingerprint = NO_ENCODER.fingerprint if encoder is None else encoder.fingerprint
+    with staged_build(
+        documents, out, fingerprint=fingerprint, force=force, input_key=input_key
+    ) as staged:
         if encoder is None:
             return staged.publish_passages_only(absolute(out), source)
         return _encode(
@@ -317,22 +327,34 @@ def _discard_unless_resumable(staging: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _refuse_other_corpus(out: Path, staged: StagedPassages, force: bool) -> None:
-    """Refuse to replace the KB at ``out`` by one of other passages unless ``force``."""
+def _refuse_other_contents(
+    out: Path, staged: StagedPassages, fingerprint: str, force: bool
+) -> None:
+    """Refuse to replace the KB at ``out`` by one of other passages, or of the same passages
+    encoded by another encoder, unless ``force``: its embeddings and indexes would be lost."""
     if force or not KB_KIND.recognizes(out):
         return
     try:
         existing = KBManifest.read(out, "ragloom knowledge base")
     except IndexFileError:
         return  # a damaged KB is replaced by the new build
-    if existing.passages_sha256 == staged.checksum:
+    if existing.passages_sha256 != staged.checksum:
+        origin = existing.source.get("input") or existing.source.get("asset") or "another input"
+        what = (
+            f"a knowledge base of other passages ({existing.count} passages from {origin}); "
+            f"this input gives {staged.count} different ones"
+        )
+    elif existing.encoder.fingerprint != fingerprint:
+        what = (
+            f"a knowledge base of these passages encoded by {existing.encoder.type} "
+            f"{existing.encoder.fingerprint}; this build's encoder is {fingerprint}"
+        )
+    else:
         return
     _discard_unless_resumable(staged.directory)
-    origin = existing.source.get("input") or existing.source.get("asset") or "another input"
     raise ArtifactError(
-        f"{out} is a knowledge base of other passages ({existing.count} passages from "
-        f"{origin}); this input gives {staged.count} different ones. Building over it replaces "
-        f"its passages, embeddings and indexes: pass --force to do that, or choose another --out."
+        f"{out} is {what}. Building over it replaces its embeddings and indexes: pass --force "
+        f"to do that, or choose another --out."
     )
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .. import atomic
 from ..artifacts import file_marker
 from ..digest import file_sha256
-from ..errors import IndexFileError, MismatchError, RagloomError
+from ..errors import ArtifactError, IndexFileError, MismatchError, RagloomError
 from .documents import Document
 from .knowledge_base import EMBEDDINGS_FILE, INDEX_SUBDIR, KnowledgeBase, record_kb_files
 from .manifest import (
@@ -57,8 +57,10 @@ def import_hf(
     index_file: Path | None = None,
     encoder: Encoder | None = None,
     encoder_type: str = UNVERIFIED,
+    force: bool = False,
 ) -> KnowledgeBase:
-    """A ragloom KB at ``out`` from a transformers custom knowledge base.
+    """A ragloom KB at ``out`` from a transformers custom knowledge base; a KB of other
+    contents at ``out`` is replaced only with ``force``.
 
     With ``encoder``, a sample of passages is re-encoded and must match the stored embeddings;
     the KB then records that encoder's fingerprint. Without one, the KB is marked unverified and
@@ -92,10 +94,29 @@ def import_hf(
             source={"imported_from": str(passages_dir)},
             files=record_kb_files(staging),
         )
+        _refuse_other_contents(out, manifest, force)
         manifest.write(staging)
         if index_file is not None:
             _import_index(index_file, staging, manifest)
     return KnowledgeBase.open(out)
+
+
+def _refuse_other_contents(out: Path, manifest: KBManifest, force: bool) -> None:
+    """Refuse to import over a KB whose passages, embeddings or encoder differ, unless
+    ``force``: they and its indexes would be lost. The same import again is allowed."""
+    if force or not KB_KIND.recognizes(out):
+        return
+    try:
+        existing = KBManifest.read(out, "ragloom knowledge base")
+    except IndexFileError:
+        return  # a damaged KB is replaced
+    if (existing.files, existing.encoder) == (manifest.files, manifest.encoder):
+        return
+    raise ArtifactError(
+        f"{out} is a knowledge base of other contents ({existing.count} passages, encoder "
+        f"{existing.encoder.type} {existing.encoder.fingerprint}). Importing over it replaces "
+        f"its passages, embeddings and indexes: pass --force to do that, or choose another --out."
+    )
 
 
 def _verified_fingerprint(dataset: Any, embeddings: Any, encoder: Encoder | None) -> str:
@@ -134,6 +155,11 @@ def _import_index(index_file: Path, staging: Path, manifest: KBManifest) -> None
     from ..plugin_manager import get_registry
     from ..spec import load_component
 
+    if not index_file.is_file():
+        raise IndexFileError(
+            f"--index {index_file} is not a file; give the faiss index file saved with "
+            f"faiss.write_index beside the dataset (transformers' index_path)."
+        )
     try:
         index = faiss.read_index(str(index_file))
     except RuntimeError as error:

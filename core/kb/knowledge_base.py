@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import atomic, locks
+from ..artifacts import claim
 from ..context import Declared
 from ..errors import IndexFileError, MismatchError
 from ..protocols import SampledTraining
@@ -99,6 +100,11 @@ class KnowledgeBase:
     @classmethod
     def open(cls, directory: Path) -> KnowledgeBase:
         atomic.recover_directory(directory)
+        if directory.exists() and not directory.is_dir():
+            raise IndexFileError(
+                f"{directory} is a file; a knowledge base is a directory (written by `ragloom kb "
+                f"build INPUT --spec SPEC --out DIR`). Give the knowledge base's directory."
+            )
         if not directory.is_dir():
             raise IndexFileError(
                 f"knowledge base {directory} does not exist. Build one with "
@@ -214,6 +220,7 @@ class KnowledgeBase:
                     f"{path} has not been built. Build it with `ragloom index build "
                     f"{self.directory} --type {declared.type}{shards}`."
                 )
+            claim(path, INDEX_KIND, root=self.directory)  # no lock file through a link
             with locks.exclusive(path):
                 if not path.exists():
                     log.info("building index %s (first use)", path.relative_to(self.directory))

@@ -94,6 +94,9 @@ def file_problems(
     for name, record in files.items():
         if not name.startswith(only):
             continue
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            problems.append(f"its manifest names {name!r}, a file outside {directory}")
+            continue
         path = directory / name
         try:
             size = path.stat().st_size

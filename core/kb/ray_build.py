@@ -102,7 +102,9 @@ def build_knowledge_base_on_ray(
     ``spec`` is the spec as a mapping with absolute paths, from which each worker builds its own.
     ``force`` and ``input_key`` are those of :func:`ragloom.kb.build.staged_build`.
     """
-    with staged_build(documents, out, force=force, input_key=input_key) as staged:
+    with staged_build(
+        documents, out, fingerprint=encoder.fingerprint, force=force, input_key=input_key
+    ) as staged:
         return _encode_on_ray(
             staged,
             encoder,

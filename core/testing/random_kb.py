@@ -19,7 +19,7 @@ def random_knowledge_base(out: Path, count: int, dim: int = 768, seed: int = 0) 
     """A KB at ``out`` holding ``count`` seeded random unit vectors of ``dim``."""
     documents = (Document(f"p{i}", f"passage {i}", str(i)) for i in range(count))
     record = EncoderRecord(type="random", fingerprint=f"random-unit-{dim}-seed{seed}")
-    with staged_build(documents, out, force=True) as staged:
+    with staged_build(documents, out, fingerprint=record.fingerprint, force=True) as staged:
         embeddings = staged.embeddings(dim, "float32", resume=False)
         for number, start in enumerate(range(0, count, CHUNK)):
             stop = min(start + CHUNK, count)

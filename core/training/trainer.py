@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from .. import atomic, locks
-from ..artifacts import absolute, claim, file_marker
+from ..artifacts import Kind, absolute, claim, json_marker
 from ..digest import file_sha256
 from ..errors import RagloomError
 from ..evaluation import QAItem, evaluate, read_qa
@@ -38,7 +38,16 @@ from .state import Progress, load_state, save_state
 
 log = logging.getLogger(__name__)
 
-RUN_KIND = file_marker("training run", "history.jsonl")
+RUN_MARKER = "ragloom-run.json"
+_MARKED_RUN = json_marker("training run", RUN_MARKER, format="ragloom-train")
+RUN_KIND = Kind(
+    "training run",
+    RUN_MARKER,
+    lambda directory: (
+        _MARKED_RUN.recognizes(directory)
+        or (directory / "history.jsonl").is_file()  # runs from before the marker
+    ),
+)
 
 PARTS = {"question_encoder": "encoder", "generator": "generator"}
 """Trainable part → the spec table of the component that owns it."""
@@ -69,8 +78,11 @@ def train(spec: Spec, data: Path, out: Path, dev: Path | None = None) -> TrainRe
     ``out`` is locked for the run (a second run of it waits) and must be new, empty or a
     training run's directory."""
     out = absolute(out)
+    claim(out, RUN_KIND)  # before the lock file is made beside it
     with locks.exclusive(out):
         claim(out, RUN_KIND)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(out / RUN_MARKER, json.dumps({"format": "ragloom-train"}) + "\n")
         return _train(spec, data, out, dev)
 
 
