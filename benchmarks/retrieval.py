@@ -11,12 +11,13 @@ the CLI, so the sweeps are what a user runs:
    reranker.candidates=...`` (SmolLM2 scores every candidate: seconds per question on 2 cores);
 4. with ``--generate``: EM and F1 of the given configurations on the first N questions.
 
-Then, in this process, the latency of each stage for one question at a time on the first N
-questions: encoding the question (MiniLM), the dense member (HNSW), the bm25 member, the fusion
-(the hybrid's call less its members'), and the reranker. Recall@k: an answer string in the top k
-passages. Nothing is tuned here: every parameter is the example specs'.
+Then, in this process, the latency of each stage for one question at a time on the first
+``--stage-questions`` questions: encoding the question (MiniLM), the dense member (HNSW), the
+bm25 member, the fusion (the hybrid's call less its members'), and the reranker. Recall@k: an
+answer string in the top k passages. Nothing is tuned here: every parameter is the example specs'.
 
-    python benchmarks/retrieval.py [--limit 40] [--candidates 20] [--generate] [--out runs/bench]
+    python benchmarks/retrieval.py [--limit 40] [--candidates 20] [--stage-questions 10]
+        [--generate SPEC[:SWEEP] ...] [--out runs/bench-retrieval]
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ def main() -> None:
     )
     parser.add_argument("--limit", type=int, default=40, help="questions for the reranker")
     parser.add_argument("--candidates", default="20", help="reranker.candidates to sweep")
+    parser.add_argument("--stage-questions", type=int, default=10, help="for the stage latency")
     parser.add_argument("--out", default="runs/bench-retrieval")
     parser.add_argument(
         "--generate",
@@ -186,8 +188,9 @@ def main() -> None:
         )
     print("\n## Recall (latency: one question at a time, retrieval only)\n")
     print("\n".join(table_lines(table)))
-    print(f"\n## Latency per stage, hybrid rrf + lm-likelihood, first {args.limit} questions\n")
-    print("\n".join(table_lines(stage_latency(args.limit))), flush=True)
+    n = args.stage_questions
+    print(f"\n## Latency per stage, hybrid rrf + lm-likelihood, first {n} questions\n")
+    print("\n".join(table_lines(stage_latency(n))), flush=True)
     for i, target in enumerate(args.generate):
         spec, _, sweep = target.partition(":")
         extra = ["--sweep", sweep] if sweep else []
