@@ -43,6 +43,8 @@ class Document:
 
 def detect_format(path: Path) -> str:
     """``jsonl``, ``csv`` or ``tsv``, from the file name's extension."""
+    if path.is_dir():
+        raise DocumentsError(f"{path}: cannot be read (Is a directory); give a file of documents.")
     suffix = path.suffix.lower().lstrip(".")
     if suffix in ("jsonl", "json", "ndjson"):
         return "jsonl"
@@ -72,14 +74,6 @@ def read_documents(path: Path, format: str | None = None) -> Iterator[Document]:
     documents (``kb build`` then refuses: no passages to index). The format is checked when this
     is called, the file as the documents are read.
     """
-    if path.is_dir():
-        raise DocumentsError(
-            f"{path} is a directory; give a file of documents (.jsonl, .csv or .tsv)."
-        )
-    if not path.exists():
-        raise DocumentsError(
-            f"{path} does not exist; give a file of documents (.jsonl, .csv or .tsv)."
-        )
     kind = format or detect_format(path)
     if kind not in FORMATS:
         raise DocumentsError(f"unknown format {kind!r}; use one of {', '.join(FORMATS)}.")
