@@ -246,3 +246,17 @@ def test_a_random_knowledge_base_holds_seeded_unit_vectors(tmp_path: Path) -> No
     assert kb.passages.get([69_999])[0].text == "passage 69999"
     again = random_knowledge_base(tmp_path / "again", 70_000, dim=8, seed=3)
     assert np.array_equal(np.asarray(again.embeddings), vectors)
+
+
+def test_passages_are_read_across_record_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ragloom.kb import passages as passage_store
+    from ragloom.kb.documents import Document
+
+    monkeypatch.setattr(passage_store, "BATCH_ROWS", 7)  # 50 rows in 8 record batches
+    path = tmp_path / "passages.arrow"
+    passage_store.write_passages(path, (Document(f"t{i}", f"x{i}", str(i)) for i in range(50)))
+    store = passage_store.ArrowPassageStore(path)
+    ids = [49, 0, 6, 7, 13, 14, 6, 35]
+    assert [(p.id, p.title, p.text) for p in store.get(ids)] == [(i, f"t{i}", f"x{i}") for i in ids]
