@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -28,10 +27,9 @@ def ragloom(cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.slow
 def test_demo_answers_and_hot_swaps_from_an_empty_cache(cache: Path) -> None:
-    started = time.perf_counter()
     result = ragloom(cache, "demo")
-    seconds = time.perf_counter() - started
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "knowledge base in" in result.stderr, "the first run builds the KB into the cache"
     out = result.stdout
     assert "CC BY-SA" in out
     assert "Q: Who was the 16th president of the United States?" in out
@@ -39,10 +37,8 @@ def test_demo_answers_and_hot_swaps_from_an_empty_cache(cache: Path) -> None:
     edition = next(line for line in out.splitlines() if "new edition:" in line)
     assert "Lincoln" in original and "Quill" not in original
     assert "Quill" in edition
-    assert seconds < 6 * 60, f"first run took {seconds:.0f} s"
-    again = time.perf_counter()
-    assert ragloom(cache, "demo").returncode == 0
-    assert time.perf_counter() - again < 60
+    again = ragloom(cache, "demo")  # how long each run takes is docs/benchmarks.md's business
+    assert again.returncode == 0 and "knowledge base in" not in again.stderr, "found in the cache"
 
 
 @pytest.mark.slow
