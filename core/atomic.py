@@ -198,14 +198,22 @@ def _flush_tree(root: Path) -> None:
         _fsync_path(Path(directory))
 
 
+@contextmanager
+def _held(target: Path, kind: Kind, root: Path | None) -> Iterator[None]:
+    """``target``'s lock, taken once :func:`claim` accepts it (before the lock file is made
+    beside it) and claimed again once held, after a crash's aside is put back."""
+    claim(target, kind, root)
+    with locks.exclusive(target):
+        recover_directory(target)
+        claim(target, kind, root)
+        yield
+
+
 def install(source: Path, target: Path, kind: Kind, root: Path | None = None) -> None:
     """Flush the finished directory ``source`` and rename it to ``target`` (same file system),
     replacing a ``target`` that :func:`~ragloom.artifacts.claim` accepts as a ``kind``."""
     target = absolute(target)
-    claim(target, kind, root)  # before the lock file is made beside it
-    with locks.exclusive(target):
-        recover_directory(target)
-        claim(target, kind, root)
+    with _held(target, kind, root):
         _flush_tree(source)
         if target.exists():
             aside = target.with_name(f".{target.name}{_ASIDE}{time.time_ns():020d}")
@@ -225,10 +233,7 @@ def directory(target: Path, kind: Kind, root: Path | None = None) -> Iterator[Pa
     before the rename). If the block raises, or the process dies, ``target`` is left as it was.
     """
     target = absolute(target)
-    claim(target, kind, root)  # before the lock file is made beside it
-    with locks.exclusive(target):
-        recover_directory(target)
-        claim(target, kind, root)
+    with _held(target, kind, root):
         _reclaim(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}{_STAGING}", dir=target.parent))
