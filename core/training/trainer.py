@@ -79,20 +79,18 @@ def train(spec: Spec, data: Path, out: Path, dev: Path | None = None) -> TrainRe
     training run's directory."""
     out = absolute(out)
     claim(out, RUN_KIND)  # before the lock file is made beside it
-    with locks.exclusive(out):
-        claim(out, RUN_KIND)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic.write_text(out / RUN_MARKER, json.dumps({"format": "ragloom-train"}) + "\n")
-        return _train(spec, data, out, dev)
-
-
-def _train(spec: Spec, data: Path, out: Path, dev: Path | None) -> TrainResult:
+    # the data and the spec are checked before anything is written
     settings = spec.train
     items = read_qa(data)
     dev_items = read_qa(dev)[: settings.dev_limit] if dev is not None else []
     pipeline = Pipeline.from_spec(spec, _training_overrides(spec))
+    pipeline.require(*PARTS.values(), "retriever", "marginalizer", needed_by="ragloom train")
     run = _run_identity(pipeline.spec, data, dev)
-    return _Trainer(spec, pipeline, items, dev_items, out, run).run()
+    with locks.exclusive(out):
+        claim(out, RUN_KIND)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(out / RUN_MARKER, json.dumps({"format": "ragloom-train"}) + "\n")
+        return _Trainer(spec, pipeline, items, dev_items, out, run).run()
 
 
 def resolve_device(device: str) -> str:
