@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import resource
 import shutil
 import signal
@@ -253,22 +254,35 @@ def test_an_interrupted_build_says_so_and_resumes(workspace: Path, tmp_path: Pat
 
 
 def test_two_builds_at_once_take_turns(workspace: Path, tmp_path: Path) -> None:
+    """The first build is stopped (SIGSTOP) while it holds the lock, so the second one surely
+    meets it: it waits, naming the holder, and runs once the first has finished."""
     out = tmp_path / "kb"
     command = ragloom_command(*build_args(workspace, out), "--batch-size", 4)
-    processes = [
-        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(2)
-    ]
-    results = [process.communicate(timeout=300) for process in processes]
-    assert [process.returncode for process in processes] == [0, 0], results
-    errors = "".join(err for _, err in results)
-    assert "Traceback" not in errors
-    assert "waiting for" in errors and "is being written by another process (pid" in errors
-    assert (
-        documented_message("WARNING: waiting for")
-        .split(" (pid")[0]
-        .endswith("is being written by another process")
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lock = locks.lock_file(out)
+    deadline = time.monotonic() + 120
+    while f'"pid": {first.pid}' not in (lock.read_text() if lock.exists() else ""):
+        assert first.poll() is None and time.monotonic() < deadline, "the first build never locked"
+        time.sleep(0.02)
+    os.kill(first.pid, signal.SIGSTOP)
+    second = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert second.stderr is not None
+    waited = ""
+    while "waiting for" not in waited:
+        line = second.stderr.readline()
+        assert line, f"the second build ended without waiting: {waited}"
+        waited += line
+    os.kill(first.pid, signal.SIGCONT)
+    errors = [first.communicate(timeout=300)[1], waited + second.communicate(timeout=300)[1]]
+    assert [first.returncode, second.returncode] == [0, 0], errors
+    assert "Traceback" not in "".join(errors)
+    pattern = (
+        r"WARNING: waiting for \S+: it is being written by another process \(pid \d+ on \S+, "
+        r"`ragloom kb build [^`]+`, since [\d-]+ [\d:]+\)"
     )
+    assert re.search(pattern, " ".join(waited.split())), waited
+    assert f"(pid {first.pid} on" in waited
+    assert re.fullmatch(pattern, documented_message("WARNING: waiting for")), "as documented"
     reopened = KnowledgeBase.open(out)
     assert len(reopened) == 60 and np.isfinite(np.asarray(reopened.embeddings)).all()
     assert leftovers(tmp_path) == []
