@@ -16,6 +16,7 @@ the scores divided by ``temperature``.
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -94,7 +95,7 @@ def rerank_by(retrieved: Retrieved, scores: torch.Tensor, k: int, temperature: f
     )
 
 
-class _ModelReranker:
+class _ModelReranker(ABC):
     """What both built-ins share: pairs scored in batches, then :func:`rerank_by`."""
 
     Params: ClassVar[type[ModelRerankerParams]] = ModelRerankerParams
@@ -120,7 +121,9 @@ class _ModelReranker:
 
     @classmethod
     def check_directory(cls, directory: Path) -> None:
-        """Refuse a model directory this reranker cannot read (before loading weights)."""
+        """Refuse a model directory this reranker cannot read (before loading weights); by
+        default every directory is accepted."""
+        return None
 
     def rerank(self, questions: Sequence[str], retrieved: Retrieved, k: int) -> Retrieved:
         pairs = [
@@ -140,11 +143,11 @@ class _ModelReranker:
                 scores[row, column] = value
         return rerank_by(retrieved, scores, k, self.params.temperature)
 
+    @abstractmethod
     def score_pairs(
         self, questions: Sequence[str], passages: Sequence[PassageText]
     ) -> torch.Tensor:
         """``float32 [n]``: the score of each (question, passage) pair."""
-        raise NotImplementedError
 
 
 def passage_text(passage: PassageText) -> str:
