@@ -86,8 +86,9 @@ class HybridRetriever:
         kbs = [m.kb for m in self.members.values() if isinstance(m, KnowledgeBaseRetriever)]
         _check_same_passages(self.members)
         if kbs and len(kbs) == len(self.members):
-            # KnowledgeBaseRetriever: every member searches the same passages
-            self.kb = kbs[0]
+            # KnowledgeBaseRetriever: every member searches the same passages; the KB shown is
+            # one with passage vectors if any member's has them (the demo re-encodes its edits)
+            self.kb = next((kb for kb in kbs if kb.manifest.dim > 0), kbs[0])
             self.index_directory = None  # several indexes, one per member
 
     @classmethod

@@ -1,5 +1,6 @@
 """The main job: `ragloom demo` over the embedded Wikipedia sample, from an empty cache; and
-`ragloom ask` with the bundled spec."""
+`ragloom ask` with the bundled spec. With tiny models: the demo's hot swap of a hybrid
+retriever's knowledge base, and its refusal of a KB it cannot re-encode."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, ragloom_command
+from ragloom.kb import KnowledgeBase
 
 pytest.importorskip("gensim")
 pytest.importorskip("gguf")
@@ -50,3 +52,76 @@ def test_ask_with_the_bundled_spec(cache: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ampere" in result.stdout.lower()
     assert "1. Ampere (" in result.stdout
+
+
+LINCOLN = [
+    ("Abraham Lincoln", "Abraham Lincoln was the 16th president of the United States."),
+    ("Gettysburg Address", "Lincoln gave the Gettysburg Address in 1863, during the war."),
+    ("Ampere", "The ampere is the SI unit of electric current."),
+    ("Albert Einstein", "Albert Einstein developed the theory of relativity."),
+    ("Paris", "Paris is the capital of France and its largest city."),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """A directory and ``--set`` texts for the demo's spec there: tiny models (a random BERT, a
+    random causal LM) and a hybrid of bm25 over a KB of LINCOLN's passages only (``text-kb``)
+    and dense over one encoded by that BERT (``kb``), as ``asset:wikipedia`` gives the two."""
+    pytest.importorskip("bm25s")
+    from ragloom import Pipeline
+    from ragloom.kb import Document, build_knowledge_base
+    from ragloom.spec import parse_assignment
+    from ragloom.testing.tiny_models import bert_dir, causal_lm_dir
+
+    root = tmp_path_factory.mktemp("demo")
+    member = "retriever.members"
+    texts = [
+        f"encoder.path={bert_dir(root / 'bert')}",
+        "encoder.max_length=128",
+        f"generator.path={causal_lm_dir(root / 'llm')}",
+        "generation.max_length=4",
+        "retriever.type=hybrid",
+        "retriever.depth=5",
+        f"{member}.bm25.type=bm25",  # first: the demo must still edit the encoded KB
+        f"{member}.bm25.kb={root / 'text-kb'}",
+        f"{member}.dense.type=dense",
+        f"{member}.dense.kb={root / 'kb'}",
+        f"{member}.dense.index.type=faiss-exact",
+    ]
+    assignments = dict(parse_assignment(text) for text in texts)
+    encoder = Pipeline.from_spec(REPO / "examples" / "wikipedia.toml", assignments).encoder
+    for name, by, kind in (("kb", encoder, "hf-mean-pool"), ("text-kb", None, "none")):
+        documents = (Document(title, text, str(n)) for n, (title, text) in enumerate(LINCOLN))
+        build_knowledge_base(documents, by, root / name, encoder_type=kind, progress=False)
+    return root, texts
+
+
+def sets(texts: list[str]) -> list[str]:
+    return [part for text in texts for part in ("--set", text)]
+
+
+def test_demo_hot_swaps_a_hybrids_knowledge_base(
+    tiny: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    """The encoded KB is edited and every member reads the new edition: both build their
+    index in it."""
+    _, texts = tiny
+    result = ragloom(tmp_path / "cache", "demo", *sets(texts))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "(2 passages rewritten and re-encoded into" in result.stdout
+    assert "new edition:" in result.stdout
+    (edition,) = (tmp_path / "cache" / "kb").glob("kb-edition-*")
+    assert "Quill" in KnowledgeBase.open(edition).passages.get([0])[0].text
+    built = {path.parent.name.split("-")[0] for path in edition.glob("indexes/*/manifest.json")}
+    assert built == {"bm25", "faiss"}, "both members search the new edition"
+
+
+def test_demo_refuses_a_kb_of_passages_only_before_answering(
+    tiny: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    root, texts = tiny
+    bm25 = [*texts[:4], "retriever.type=bm25", f"retriever.kb={root / 'text-kb'}"]
+    result = ragloom(tmp_path / "cache", "demo", *sets(bm25))
+    assert result.returncode == 1 and "Q:" not in result.stdout
+    assert f"{root / 'text-kb'} holds passages only. Use a dense retriever" in result.stderr

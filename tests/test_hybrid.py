@@ -292,20 +292,24 @@ def test_dense_and_bm25_fuse_and_encode_once(
     assert retriever.kb.directory == retriever.members["dense"].kb.directory
 
 
-def test_members_over_different_passages_are_refused(tmp_path: Path, toys: Registry) -> None:
+def test_members_over_different_passages_are_refused_and_one_kb_is_shown(
+    tmp_path: Path, toys: Registry
+) -> None:
     class FakeKB:
-        def __init__(self, checksum: str) -> None:
-            self.manifest = type("M", (), {"passages_sha256": checksum})()
+        def __init__(self, checksum: str, dim: int) -> None:
+            self.manifest = type("M", (), {"passages_sha256": checksum, "dim": dim})()
 
-    def member(checksum: str) -> Any:
+    def member(checksum: str, dim: int = 0) -> Any:
         retriever = Ranked(Ranked.Params(ranking=[0]))
-        retriever.kb, retriever.index_directory = FakeKB(checksum), None  # type: ignore[attr-defined]
+        retriever.kb, retriever.index_directory = FakeKB(checksum, dim), None  # type: ignore[attr-defined]
         return retriever
 
     with pytest.raises(MismatchError, match="different passages"):
         HybridRetriever({"a": member("a" * 64), "b": member("b" * 64)}, HybridRetriever.Params())
-    same = HybridRetriever({"a": member("a" * 64), "b": member("a" * 64)}, HybridRetriever.Params())
+    members = {"text": member("a" * 64), "vectors": member("a" * 64, dim=8)}
+    same = HybridRetriever(members, HybridRetriever.Params())
     assert isinstance(same, KnowledgeBaseRetriever)
+    assert same.kb is members["vectors"].kb, "the KB shown is one with passage vectors"
 
 
 def test_set_into_a_member_and_the_round_trip(workspace: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib.resources
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ from .common import add_set_option, overrides
 
 if TYPE_CHECKING:
     from ..pipeline import Pipeline
+    from ..spec import ComponentSpec
 
 EXAMPLE = "wikipedia.toml"
 QUESTIONS = [
@@ -42,8 +44,55 @@ def rewrite(text: str) -> str:
     return text.replace(OLD, NEW).replace(OLD.split()[-1], NEW.split()[-1])
 
 
-def new_edition(pipeline: Pipeline) -> Path:
-    """A copy of the pipeline's KB whose passages about the swapped fact say NEW, not OLD."""
+@dataclass(frozen=True)
+class SwapTarget:
+    """What the hot swap replaces: ``kb``, the knowledge base it edits a copy of, and ``keys``,
+    the spec key path of every ``kb`` the new edition replaces (a hybrid has one per member)."""
+
+    kb: Any
+    keys: list[str]
+
+
+def swap_target(pipeline: Pipeline) -> SwapTarget:
+    """The knowledge base of the pipeline's retriever and the ``kb`` keys that name it; a
+    retriever the demo cannot swap is refused before any question is answered."""
+    retriever = pipeline.retriever
+    declared = pipeline.spec.components["retriever"]
+    where = f"{pipeline.spec.source}: ragloom demo hot-swaps the knowledge base of [retriever]"
+    if not isinstance(retriever, KnowledgeBaseRetriever):
+        raise RagloomError(
+            f'{where}, and type = "{declared.type}" searches none it can swap (a hybrid has one '
+            f"when every member searches a knowledge base of the same passages). Drop the --set "
+            f"that changes [retriever], or give every member a kb."
+        )
+    if retriever.kb.manifest.dim == 0:
+        raise RagloomError(
+            f"{where}, re-encoding the passages it rewrites, and {retriever.kb.directory} holds "
+            f"passages only. Use a dense retriever, or a hybrid with a dense member, over a "
+            f"knowledge base encoded by [encoder]."
+        )
+    keys = kb_keys(declared)
+    if not keys:
+        raise RagloomError(
+            f'{where}, and type = "{declared.type}" names its knowledge base by no "kb" key the '
+            f"demo could point at the new edition. Use a dense, bm25 or hybrid retriever."
+        )
+    return SwapTarget(retriever.kb, keys)
+
+
+def kb_keys(retriever: ComponentSpec) -> list[str]:
+    """The key path of the ``kb`` of ``[retriever]`` and of every retriever nested in it (a
+    hybrid's ``[retriever.members.NAME]``), which all search the same passages."""
+    tables = [((), retriever), *retriever.nested()]
+    return [
+        ".".join(("retriever", *path, "kb"))
+        for path, table in tables
+        if table.kind == "retriever" and "kb" in type(table.params).model_fields
+    ]
+
+
+def new_edition(pipeline: Pipeline, kb: Any) -> Path:
+    """A copy of ``kb`` whose passages about the swapped fact say NEW, not OLD."""
     from ..assets import cache_directory
     from ..kb.edit import edited_copy
 
@@ -53,20 +102,15 @@ def new_edition(pipeline: Pipeline) -> Path:
         for p in passages
         if OLD.split()[-1] in p.text or OLD in p.title
     }
-    retriever = pipeline.retriever
-    if not isinstance(retriever, KnowledgeBaseRetriever):
-        raise RagloomError(
-            f"the demo edits the knowledge base of its retriever, and [retriever] type = "
-            f'"{pipeline.spec.components["retriever"].type}" has none; use a dense retriever.'
-        )
-    kb = retriever.kb
     edition = cache_directory() / "kb" / f"{kb.directory.name}-edition-{NEW.replace(' ', '-')}"
     edited_copy(kb, edition, edits, pipeline.encoder)
     print(f"({len(edits)} passages rewritten and re-encoded into {edition})")
     return edition
 
 
-def hot_swap(pipeline: Pipeline, spec: Path, assignments: dict[str, Any]) -> None:
+def hot_swap(
+    pipeline: Pipeline, spec: Path, assignments: dict[str, Any], target: SwapTarget
+) -> None:
     from ..pipeline import Pipeline
 
     print(f'Hot swap: a new edition of the knowledge base says "{NEW}" where it said "{OLD}".')
@@ -77,8 +121,8 @@ def hot_swap(pipeline: Pipeline, spec: Path, assignments: dict[str, Any]) -> Non
         pipeline, "encoder", "retriever", "generator", "marginalizer"
     )
     (before,) = original.generate([SWAP_QUESTION])
-    edition = new_edition(pipeline)
-    swapped = Pipeline.from_spec(spec, {**top1, "retriever.kb": str(edition)})
+    edition = str(new_edition(pipeline, target.kb))
+    swapped = Pipeline.from_spec(spec, {**top1, **dict.fromkeys(target.keys, edition)})
     swapped.share(pipeline, "encoder", "generator", "marginalizer")
     (after,) = swapped.generate([SWAP_QUESTION])
     print(f"Q: {SWAP_QUESTION}")
@@ -96,8 +140,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with importlib.resources.as_file(example) as spec:
         assignments = overrides(args.set)
         pipeline = Pipeline.from_spec(spec, assignments)
+        target = swap_target(pipeline)
         answer_questions(pipeline)
-        hot_swap(pipeline, spec, assignments)
+        hot_swap(pipeline, spec, assignments, target)
     return 0
 
 
