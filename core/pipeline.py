@@ -21,6 +21,7 @@ from .protocols import (
     Answer,
     ChecksEncoder,
     Encoder,
+    FusesDocuments,
     Generator,
     Marginalizer,
     Passage,
@@ -31,6 +32,7 @@ from .protocols import (
     Retriever,
     RewritesQuestions,
     candidates_problem,
+    reader_problem,
 )
 from .registry import Registry
 from .spec import ComponentSpec, GenerationSettings, Spec, load_spec
@@ -47,6 +49,7 @@ class Pipeline:
     def __init__(self, spec: Spec, registry: Registry) -> None:
         self.spec = spec
         self._candidates = _candidates(spec)
+        _check_reader(spec, registry)
         self.registry = registry
         types = {table: component.type for table, component in spec.components.items()}
         self.context = BuildContext(spec.base_dir, spec.pipeline, self.component, types)
@@ -229,7 +232,7 @@ class Pipeline:
     ) -> list[Answer]:
         generator, marginalizer = self.generator, self.marginalizer
         retrieved = _found_documents(questions, retrieved)
-        state = generator.start(self._question_text(questions), retrieved.passages)
+        state = self._start(questions, retrieved)
         decoded = marginalizer.decode(generator, state, _doc_logprior(retrieved), settings)
         answers = []
         opening = len(generator.start_token_ids)
@@ -268,10 +271,11 @@ class Pipeline:
         doc_logprior = _doc_logprior(retrieved)
         batch, k = doc_logprior.shape
         labels = generator.encode_targets(targets).to(doc_logprior.device)
-        state = generator.start(self._question_text(questions), retrieved.passages)
-        logprobs = generator.score(state, labels.repeat_interleave(k, dim=0))
+        state = self._start(questions, retrieved)
+        rows = 1 if isinstance(marginalizer, FusesDocuments) else k
+        logprobs = generator.score(state, labels.repeat_interleave(rows, dim=0))
         return marginalizer.loss(
-            logprobs.view(batch, k, *logprobs.shape[1:]),
+            logprobs.view(batch, rows, *logprobs.shape[1:]),
             doc_logprior,
             shift_left(labels, generator.pad_token_id),
             generator.pad_token_id,
@@ -280,6 +284,15 @@ class Pipeline:
         )
 
     # --- internals ----------------------------------------------------------------------------
+
+    def _start(self, questions: Sequence[str], retrieved: Retrieved) -> Any:
+        """The generator's state for the questions and their passages: ``B * k`` contexts, or
+        ``B`` through a marginalizer that :class:`FusesDocuments`."""
+        texts = self._question_text(questions)
+        marginalizer = self.marginalizer
+        if isinstance(marginalizer, FusesDocuments):
+            return marginalizer.start(self.generator, texts, retrieved.passages)
+        return self.generator.start(texts, retrieved.passages)
 
     def _retrieve(self, questions: Sequence[str], k: int | None) -> Retrieved:
         """The retriever's ``k`` (default ``n_docs``) best passages, or with a ``[reranker]``
@@ -349,6 +362,21 @@ def _candidates(spec: Spec) -> int | None:
     if problem is not None or not isinstance(params, RerankerParams):
         raise SpecError(spec.source, [str(problem)])
     return params.candidates
+
+
+def _check_reader(spec: Spec, registry: Registry) -> None:
+    """Refuse a marginalizer that cannot drive the spec's generator (fusion over a generator
+    without the FusedReading capability)."""
+    marginalizer, generator = spec.components.get("marginalizer"), spec.components.get("generator")
+    if marginalizer is None or generator is None:
+        return
+    problem = reader_problem(
+        registry.load("marginalizer", marginalizer.type),
+        registry.load("generator", generator.type),
+        generator.type,
+    )
+    if problem is not None:
+        raise SpecError(spec.source, [problem])
 
 
 def _check_questions(questions: Sequence[str]) -> None:

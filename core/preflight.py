@@ -24,7 +24,13 @@ from typing import Any
 
 from .context import BuildContext
 from .errors import RagloomError
-from .protocols import DecoderFromFiles, EncoderFromFiles, RetrieverPreflight, candidates_problem
+from .protocols import (
+    DecoderFromFiles,
+    EncoderFromFiles,
+    RetrieverPreflight,
+    candidates_problem,
+    reader_problem,
+)
 from .registry import Registry
 from .spec import Spec
 
@@ -92,6 +98,10 @@ def preflight(spec: Spec, registry: Registry) -> Preflight:
         problem = candidates_problem(reranker.type, reranker.params, spec.pipeline.n_docs)
         result.problems.extend([problem] if problem is not None else [])
     generator = _registered(spec, registry, "generator")
+    marginalizer = _registered(spec, registry, "marginalizer")
+    if generator is not None and marginalizer is not None:
+        problem = reader_problem(marginalizer, generator, spec.components["generator"].type)
+        result.problems.extend([problem] if problem is not None else [])
     if isinstance(generator, DecoderFromFiles):
         shape = _from_files(spec, context, "generator", generator.decoder_shape_from_spec, result)
     _check_memory(spec, dim, shape, result)

@@ -429,6 +429,50 @@ class SampledTraining(Protocol):
     seed: int
 
 
+@runtime_checkable
+class FusedReading(Protocol):
+    """A generator that reads all passages of a question as one context:
+    ``start_fused(questions, passages)`` → a state with ``R = B`` rows, one per question, that
+    ``step``, ``select`` and ``score`` drive like a state of ``start``. ``passages`` is ``B``
+    lists of passages in reading order; a passage with id ``-1`` (no document) is left out. A
+    seq2seq model encodes each (passage, question) context on its own and its decoder attends
+    to all of them at once (Fusion-in-Decoder); a causal LM reads one prompt of all passages."""
+
+    def start_fused(
+        self, questions: Sequence[str], passages: Sequence[Sequence[PassageText]]
+    ) -> Any: ...
+
+
+@runtime_checkable
+class FusesDocuments(Protocol):
+    """A marginalizer that reads all ``k`` documents of a question in one context instead of
+    mixing per-document predictions: ``start(generator, questions, passages)`` → the state its
+    ``decode`` reads, ``B`` rows (it calls the generator's :class:`FusedReading` start in its
+    own passage order). The pipeline starts the generator through it, and its ``loss`` receives
+    ``logprobs`` of shape ``[B, 1, T, V]``, the target under the fused context."""
+
+    def start(
+        self,
+        generator: Generator,
+        questions: Sequence[str],
+        passages: Sequence[Sequence[PassageText]],
+    ) -> Any: ...
+
+
+def reader_problem(marginalizer: object, generator: object, generator_type: str) -> str | None:
+    """Why the registered ``marginalizer`` class cannot drive the ``generator`` class (of
+    ``[generator] type = generator_type``); None when it can. ``ragloom validate`` and
+    ``Pipeline.from_spec`` refuse the spec with it."""
+    if isinstance(marginalizer, FusesDocuments) and not isinstance(generator, FusedReading):
+        return (
+            f"[marginalizer] reads all passages of a question at once, and [generator] type = "
+            f'"{generator_type}" cannot (it has no start_fused, the FusedReading capability of '
+            f"docs/plugins.md). Use a generator that has it (bart, causal-lm), or type = "
+            f'"rag-token" / "rag-sequence" in [marginalizer].'
+        )
+    return None
+
+
 CAPABILITIES: tuple[type, ...] = (
     Nested,
     NamedSlots,
@@ -442,6 +486,8 @@ CAPABILITIES: tuple[type, ...] = (
     DecoderFromFiles,
     RetrieverPreflight,
     SampledTraining,
+    FusedReading,
+    FusesDocuments,
 )
 """Every optional capability a component may declare (docs/plugins.md, "Capabilities")."""
 
@@ -529,7 +575,8 @@ class Marginalizer(Protocol):
     """Combines per-document predictions into one answer distribution; owns loss and decoding.
 
     - ``loss(logprobs, doc_logprior, targets, pad_token_id, reduce, label_smoothing)``:
-      ``logprobs`` is ``float32 [B, k, T, V]`` and position ``t`` predicts ``targets[:, t]``;
+      ``logprobs`` is ``float32 [B, k, T, V]`` (``[B, 1, T, V]`` for a marginalizer that
+      :class:`FusesDocuments`) and position ``t`` predicts ``targets[:, t]``;
       ``doc_logprior`` is ``float32 [B, k]`` (``log_softmax`` of the doc scores, ``-inf`` for a
       missing document); ``targets`` is ``int64 [B, T]``, the labels shifted left by one with
       ``pad_token_id`` appended, pad meaning no token. Returns the negative marginal
@@ -537,8 +584,9 @@ class Marginalizer(Protocol):
       ``label_smoothing`` ε gives ``(1 - ε) · nll + ε / V · smooth`` as transformers' RAG does.
       Differentiable in ``logprobs`` and ``doc_logprior``.
     - ``decode(generator, state, doc_logprior, settings)`` → :class:`Decoded`: the best answer
-      per question, driving ``generator`` from a ``start`` state (``B * k`` rows), batched over
-      all questions at once. Sequences begin with ``generator.start_token_ids``.
+      per question, driving ``generator`` from a ``start`` state (``B * k`` rows; ``B`` rows
+      from its own ``start`` for a marginalizer that :class:`FusesDocuments`), batched over all
+      questions at once. Sequences begin with ``generator.start_token_ids``.
     """
 
     def loss(

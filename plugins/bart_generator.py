@@ -6,6 +6,8 @@ Each context is built as transformers' RagRetriever builds it (hf_rag.md §5)::
 
 truncated from the right to ``max_context_length`` tokens. The encoder runs once per context in
 ``start``; decoding steps reuse its states and a key/value cache that ``select`` reorders.
+``start_fused`` lays a question's encoded contexts end to end for one decoder row
+(Fusion-in-Decoder, Izacard & Grave 2021).
 
 ``attention``: ``eager`` and ``sdpa`` are transformers' implementations; ``flash`` is PyTorch SDPA
 restricted to its FlashAttention kernel (any CUDA GPU, float16/bfloat16, no extra package);
@@ -220,6 +222,25 @@ class BartGenerator:
             ).last_hidden_state
         rows = torch.arange(len(encoded), device=self.device)
         return BartState(encoded, batch["attention_mask"], rows)
+
+    def start_fused(
+        self, questions: Sequence[str], passages: Sequence[Sequence[PassageText]]
+    ) -> BartState:
+        """Fusion-in-Decoder: each (passage, question) context encoded on its own as in
+        ``start``, then a question's ``k`` encoder states laid end to end, so that one decoder
+        row attends to all of them. Contexts of missing passages (id ``-1``) are masked out."""
+        state = self.start(questions, passages)
+        rows, length, width = state.encoder_states.shape
+        batch = len(questions)
+        present = torch.tensor(
+            [passage.id >= 0 for row in passages for passage in row], device=self.device
+        )
+        mask = state.attention_mask * present[:, None]
+        return BartState(
+            state.encoder_states.reshape(batch, rows // batch * length, width),
+            mask.reshape(batch, rows // batch * length),
+            torch.arange(batch, device=self.device),
+        )
 
     def _fresh_cache(self, state: BartState) -> Any:
         """An empty decoder cache; when several rows read one context (beams, rescored

@@ -16,6 +16,7 @@ checkpointing requires.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -40,6 +41,8 @@ from .hf_loading import (
     on_device,
 )
 
+log = logging.getLogger(__name__)
+
 PROMPT_FIELDS = ("title", "text", "question")
 """The placeholders a prompt may use."""
 
@@ -47,6 +50,15 @@ DEFAULT_PROMPT = (
     "Answer the question from the passage in a few words.\n\n"
     "Passage ({title}): {text}\n\nQuestion: {question}"
 )
+
+FUSED_PROMPT_FIELDS = ("passages", "question")
+"""The placeholders a fused prompt may use: ``{passages}`` holds every passage."""
+FUSED_PASSAGE_FIELDS = ("title", "text")
+
+DEFAULT_FUSED_PROMPT = (
+    "Answer the question from the passages in a few words.\n\n{passages}\n\nQuestion: {question}"
+)
+DEFAULT_FUSED_PASSAGE = "Passage ({title}): {text}"
 
 
 def check_prompt(prompt: str, fields: Sequence[str] = PROMPT_FIELDS) -> list[str]:
@@ -104,6 +116,20 @@ class CausalLMGenerator:
             default=True, description="use the tokenizer's chat template when it has one"
         )
         max_prompt_length: int = Field(default=512, ge=8, description="prompt tokens kept (left)")
+        fused_prompt: str = Field(
+            default=DEFAULT_FUSED_PROMPT,
+            description="the prompt of the fusion marginalizer, with {passages} and {question}",
+        )
+        fused_passage: str = Field(
+            default=DEFAULT_FUSED_PASSAGE,
+            description="how each passage is written into {passages} (with {title} and {text}); "
+            "passages are separated by a blank line",
+        )
+        max_fused_prompt_length: int = Field(
+            default=2048,
+            ge=8,
+            description="tokens of a fused prompt; longer ones have their passages cut to fit",
+        )
         dtype: Literal["float32", "bfloat16", "float16"] = "float32"
         attention: Literal["eager", "sdpa"] = "sdpa"
         device: Device = Field(
@@ -115,6 +141,30 @@ class CausalLMGenerator:
         def _placeholders(cls, prompt: str) -> str:
             check_prompt(prompt)
             return prompt
+
+        @field_validator("fused_prompt")
+        @classmethod
+        def _fused_placeholders(cls, prompt: str) -> str:
+            check_prompt(prompt, FUSED_PROMPT_FIELDS)
+            return prompt
+
+        @field_validator("fused_passage")
+        @classmethod
+        def _passage_placeholders(cls, passage: str) -> str:
+            check_prompt(passage, FUSED_PASSAGE_FIELDS)
+            return passage
+
+        @field_validator("answer_prefix")
+        @classmethod
+        def _opening(cls, prefix: str) -> str:
+            if not prefix:
+                raise ValueError(
+                    'answer_prefix = "" leaves an answer without an opening token, which '
+                    'decoding and training start from; keep the default "\\nAnswer:" or '
+                    "write another (it is used when chat_template = false or the tokenizer has "
+                    "no chat template)"
+                )
+            return prefix
 
     def __init__(self, model: Any, tokenizer: Any, params: Params) -> None:
         self.model = model.eval()
@@ -134,6 +184,7 @@ class CausalLMGenerator:
         self.use_chat = params.chat_template and getattr(tokenizer, "chat_template", None)
         self.start_token_ids = self._answer_opening()
         self._cache_argument = cache_argument(model)
+        self._said_cut = False
 
     @classmethod
     def from_spec(cls, params: Any, context: BuildContext, **children: Any) -> CausalLMGenerator:
@@ -204,7 +255,14 @@ class CausalLMGenerator:
     def _answer_opening(self) -> list[int]:
         """The tokens every answer starts with: the chat template's assistant header."""
         if not self.use_chat:
-            return self._plain_ids(self.params.answer_prefix)
+            opening = self._plain_ids(self.params.answer_prefix)
+            if not opening:
+                raise ModelDirectoryError(
+                    f"[generator] answer_prefix = {self.params.answer_prefix!r} is no token in "
+                    f"this tokenizer; an answer needs an opening token to start from. Write "
+                    f'another answer_prefix (the default is "\\nAnswer:").'
+                )
+            return opening
         bare, opened = self._chat_ids("x", False), self._chat_ids("x", True)
         if opened[: len(bare)] != bare or len(opened) == len(bare):
             raise ModelDirectoryError(
@@ -213,25 +271,87 @@ class CausalLMGenerator:
             )
         return opened[len(bare) :]
 
+    def _prompt_tokens(self, text: str) -> list[int]:
+        """A prompt's tokens, in a user turn of the chat template when it is used."""
+        if self.use_chat:
+            return self._chat_ids(text, False)
+        return [int(i) for i in self.tokenizer(text)["input_ids"]]
+
     def prompt_ids(self, question: str, passage: PassageText) -> list[int]:
         """The prompt of one context, without the answer opening, cut to the last tokens."""
         text = self.params.prompt.format(title=passage.title, text=passage.text, question=question)
-        if self.use_chat:
-            ids = self._chat_ids(text, False)
-        else:
-            ids = [int(i) for i in self.tokenizer(text)["input_ids"]]
-        return ids[-self.params.max_prompt_length :]
+        return self._prompt_tokens(text)[-self.params.max_prompt_length :]
+
+    def fused_prompt_ids(
+        self, question: str, passages: Sequence[PassageText]
+    ) -> tuple[list[int], bool]:
+        """The fused prompt of one question over its passages in the order given (missing
+        ones, id ``-1``, left out), without the answer opening; and whether passages were cut.
+
+        A prompt over ``max_fused_prompt_length`` tokens has its passages' texts cut to a common
+        cap of tokens (the longest are cut first) until it fits; a prompt that does not fit
+        even with empty passages keeps its last tokens."""
+        present = [passage for passage in passages if passage.id >= 0]
+        texts = [self._plain_ids(passage.text) for passage in present]
+        limit = self.params.max_fused_prompt_length
+        cap = max((len(text) for text in texts), default=0)
+        while True:
+            ids = self._prompt_tokens(self._fused_text(question, present, texts, cap))
+            if len(ids) <= limit or cap == 0:
+                cut = cap < max((len(text) for text in texts), default=0)
+                return ids[-limit:], cut or len(ids) > limit
+            cap = _cap_dropping(texts, cap, len(ids) - limit)
+
+    def _fused_text(
+        self, question: str, present: Sequence[PassageText], texts: list[list[int]], cap: int
+    ) -> str:
+        written = [
+            self.params.fused_passage.format(
+                title=passage.title,
+                text=passage.text if len(ids) <= cap else self.tokenizer.decode(ids[:cap]),
+            )
+            for passage, ids in zip(present, texts, strict=True)
+        ]
+        return self.params.fused_prompt.format(passages="\n\n".join(written), question=question)
 
     # --- the Generator protocol ---------------------------------------------------------------
 
     def start(
         self, questions: Sequence[str], passages: Sequence[Sequence[PassageText]]
     ) -> CausalState:
-        prompts = [
-            self.prompt_ids(question, passage)
+        return self._prefill(
+            [
+                self.prompt_ids(question, passage)
+                for question, row in zip(questions, passages, strict=True)
+                for passage in row
+            ]
+        )
+
+    def start_fused(
+        self, questions: Sequence[str], passages: Sequence[Sequence[PassageText]]
+    ) -> CausalState:
+        """One prompt per question holding all its passages (``fused_prompt``); passages are
+        cut to fit ``max_fused_prompt_length``, and the first time that happens it is said."""
+        fused = [
+            self.fused_prompt_ids(question, row)
             for question, row in zip(questions, passages, strict=True)
-            for passage in row
         ]
+        cut = sum(was_cut for _, was_cut in fused)
+        if cut and not self._said_cut:
+            self._said_cut = True
+            log.warning(
+                "causal-lm: %d of %d fused prompts were longer than max_fused_prompt_length = "
+                "%d tokens; their passages were cut to fit. Raise max_fused_prompt_length in "
+                "[generator] (within the model's context length) or lower n_docs.",
+                cut,
+                len(fused),
+                self.params.max_fused_prompt_length,
+            )
+        return self._prefill([ids for ids, _ in fused])
+
+    def _prefill(self, prompts: list[list[int]]) -> CausalState:
+        """Left-pad the prompts and run them through the model once, filling the cache (in
+        training mode, keep them for ``score`` instead)."""
         width = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.int64)
         mask = torch.zeros((len(prompts), width), dtype=torch.int64)
@@ -323,3 +443,17 @@ class CausalLMGenerator:
     def decode(self, token_ids: Sequence[int]) -> str:
         text: str = self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
         return text.strip()
+
+
+def _cap_dropping(texts: Sequence[Sequence[int]], cap: int, excess: int) -> int:
+    """The largest cap below ``cap`` that drops at least ``excess`` tokens from ``texts`` cut to
+    ``cap`` tokens each (the longest texts lose tokens first)."""
+    kept = sum(min(len(text), cap) for text in texts)
+    low, high = 0, cap - 1
+    while low < high:
+        middle = (low + high + 1) // 2
+        if kept - sum(min(len(text), middle) for text in texts) >= excess:
+            low = middle
+        else:
+            high = middle - 1
+    return low

@@ -1,5 +1,6 @@
-"""The RAG marginalizers: rag-token (documents mixed at every token) and rag-sequence
-(documents mixed over whole answers). Each owns its loss and its decoding.
+"""The marginalizers: rag-token (documents mixed at every token), rag-sequence (documents mixed
+over whole answers) and fusion (all documents read in one context). Each owns its loss and its
+decoding.
 
 Losses follow transformers' ``RagTokenForGeneration.get_nll`` and
 ``RagSequenceForGeneration.get_nll`` (hf_rag.md §6). One deliberate difference: rag-sequence adds
@@ -9,13 +10,15 @@ when that position is padding (a target of a single token).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from ragloom.context import BuildContext
-from ragloom.protocols import Decoded, ForcesEos, Generator
+from ragloom.errors import RagloomError
+from ragloom.protocols import Decoded, ForcesEos, FusedReading, Generator, PassageText
 from ragloom.spec import GenerationSettings
 from ragloom.tensors import shift_left
 
@@ -36,6 +39,23 @@ def _search_settings(generator: Generator, settings: GenerationSettings) -> Sear
         forced_eos_token_id=(
             generator.forced_eos_token_id if isinstance(generator, ForcesEos) else None
         ),
+    )
+
+
+def _search_rows(
+    generator: Generator, state: Any, contexts: int, settings: GenerationSettings, num_return: int
+) -> Hypotheses:
+    """A search of its own for each of the ``contexts`` rows of ``state`` (each row's beams
+    read that row alone); the best ``num_return`` hypotheses of each."""
+    beams = settings.num_beams
+    decoding = _Decoding(generator, state, torch.arange(contexts).repeat_interleave(beams))
+
+    def advance(tokens: torch.Tensor) -> torch.Tensor:
+        logprobs, first = decoding.step(tokens)
+        return logprobs.repeat_interleave(beams, dim=0) if first else logprobs
+
+    return search(
+        advance, decoding.select, contexts, _search_settings(generator, settings), num_return
     )
 
 
@@ -70,6 +90,24 @@ class _Decoding:
 
 def _smoothed(nll: torch.Tensor, smooth: torch.Tensor, epsilon: float, vocab: int) -> torch.Tensor:
     return (1.0 - epsilon) * nll + (epsilon / vocab) * smooth
+
+
+def _token_loss(
+    logprobs: torch.Tensor,
+    targets: torch.Tensor,
+    pad_token_id: int,
+    reduce: bool,
+    label_smoothing: float,
+) -> torch.Tensor:
+    """The smoothed NLL of ``targets [B, T]`` under one distribution per position,
+    ``logprobs [B, T, V]``; pad positions count nothing."""
+    keep = targets != pad_token_id
+    likelihood = logprobs.gather(-1, targets[..., None]).squeeze(-1).masked_fill(~keep, 0.0)
+    smooth = logprobs.sum(-1).masked_fill(~keep, 0.0)
+    nll, smooth_loss = -likelihood.sum(1), -smooth.sum(1)
+    if reduce:
+        nll, smooth_loss = nll.sum(), smooth_loss.sum()
+    return _smoothed(nll, smooth_loss, label_smoothing, logprobs.shape[-1])
 
 
 class _Marginalizer:
@@ -109,13 +147,7 @@ class RagToken(_Marginalizer):
         label_smoothing: float = 0.0,
     ) -> torch.Tensor:
         mixed = self.mix(logprobs, doc_logprior)  # [B, T, V]
-        keep = targets != pad_token_id
-        likelihood = mixed.gather(-1, targets[..., None]).squeeze(-1).masked_fill(~keep, 0.0)
-        smooth = mixed.sum(-1).masked_fill(~keep, 0.0)
-        nll, smooth_loss = -likelihood.sum(1), -smooth.sum(1)
-        if reduce:
-            nll, smooth_loss = nll.sum(), smooth_loss.sum()
-        return _smoothed(nll, smooth_loss, label_smoothing, logprobs.shape[-1])
+        return _token_loss(mixed, targets, pad_token_id, reduce, label_smoothing)
 
     def decode(
         self,
@@ -204,17 +236,7 @@ class RagSequence(_Marginalizer):
         settings: GenerationSettings,
     ) -> Decoded:
         batch, k = doc_logprior.shape
-        beams = settings.num_beams
-        rows = torch.arange(batch * k).repeat_interleave(beams)
-        decoding = _Decoding(generator, state, rows)
-
-        def advance(tokens: torch.Tensor) -> torch.Tensor:
-            logprobs, first = decoding.step(tokens)
-            return logprobs.repeat_interleave(beams, dim=0) if first else logprobs
-
-        found = search(
-            advance, decoding.select, batch * k, _search_settings(generator, settings), beams
-        )
+        found = _search_rows(generator, state, batch * k, settings, settings.num_beams)
         pools = self._pool(found, doc_logprior)
         if self.params.decoding == "fast":
             scores = self._fast_scores(pools, found, doc_logprior)
@@ -299,3 +321,65 @@ class RagSequence(_Marginalizer):
         owner = torch.tensor(owners)
         marginal = torch.logsumexp(likelihood + doc_logprior[owner].float().cpu(), dim=1)
         return list(marginal.split([len(pool) for pool in pools]))
+
+
+class Fusion(_Marginalizer):
+    """fusion: ``p(y|x) = Π_t p(y_t | x, z_1 … z_k, y_<t)``, the generator reading all ``k``
+    passages of a question in one context (Fusion-in-Decoder for seq2seq generators, one prompt
+    for causal LMs; the generator's :class:`ragloom.protocols.FusedReading` start).
+
+    The document prior decides which passages are read and in what ``order``; it does not
+    weigh them, so the loss carries no gradient to the retriever. Decoding is one search per
+    question; its score is ``log p(y|x)`` (divided by ``length ** length_penalty`` in beam
+    search).
+    """
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid", frozen=True)
+        order: Literal["best-first", "best-last"] = Field(
+            default="best-first",
+            description='passage order in the context; "best-last" puts the best passage next '
+            "to the question (for causal LMs that read the end of a long prompt best)",
+        )
+
+    def start(
+        self,
+        generator: Generator,
+        questions: Sequence[str],
+        passages: Sequence[Sequence[PassageText]],
+    ) -> Any:
+        if not isinstance(generator, FusedReading):
+            raise RagloomError(
+                f"[marginalizer] fusion reads all passages at once, and the generator "
+                f"{type(generator).__name__} has no start_fused (the FusedReading capability "
+                f'of docs/plugins.md). Use type = "rag-token" or "rag-sequence".'
+            )
+        if self.params.order == "best-last":
+            passages = [list(reversed(row)) for row in passages]
+        return generator.start_fused(questions, passages)
+
+    def loss(
+        self,
+        logprobs: torch.Tensor,
+        doc_logprior: torch.Tensor,
+        targets: torch.Tensor,
+        pad_token_id: int,
+        reduce: bool = True,
+        label_smoothing: float = 0.0,
+    ) -> torch.Tensor:
+        if logprobs.shape[1] != 1:
+            raise ValueError(
+                f"fusion reads one fused context per question: logprobs [B, 1, T, V], got "
+                f"{list(logprobs.shape)}"
+            )
+        return _token_loss(logprobs[:, 0], targets, pad_token_id, reduce, label_smoothing)
+
+    def decode(
+        self,
+        generator: Generator,
+        state: Any,
+        doc_logprior: torch.Tensor,
+        settings: GenerationSettings,
+    ) -> Decoded:
+        found = _search_rows(generator, state, doc_logprior.shape[0], settings, 1)
+        return Decoded([rows[0] for rows in found.as_lists()], found.scores[:, 0])

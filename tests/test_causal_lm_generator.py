@@ -11,7 +11,7 @@ import torch
 
 from ragloom.context import BuildContext
 from ragloom.plugins.causal_lm_generator import CausalLMGenerator
-from ragloom.plugins.marginalizers import RagSequence, RagToken
+from ragloom.plugins.marginalizers import Fusion, RagSequence, RagToken
 from ragloom.protocols import PassageText
 from ragloom.spec import PipelineSettings
 from ragloom.testing import MarginalizerContract
@@ -53,6 +53,16 @@ class TestRagSequenceDrivesACausalLM(MarginalizerContract):
     @pytest.fixture
     def generator(self, plain_model: Path) -> CausalLMGenerator:
         return build(plain_model)
+
+
+class TestFusionDrivesACausalLM(MarginalizerContract):
+    @pytest.fixture
+    def marginalizer(self) -> Fusion:
+        return Fusion()
+
+    @pytest.fixture
+    def generator(self, chat_model: Path) -> CausalLMGenerator:
+        return build(chat_model)
 
 
 def test_the_answer_opens_with_the_chat_templates_assistant_header(chat_model: Path) -> None:

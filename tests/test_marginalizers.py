@@ -1,12 +1,17 @@
-"""rag-token and rag-sequence: the contract, and the reference's loss formulas."""
+"""rag-token, rag-sequence and fusion: the contract, and the reference's loss formulas."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from ragloom.plugins.marginalizers import RagSequence, RagToken
+from typing import Any
+
+from ragloom.errors import RagloomError
+from ragloom.plugins.marginalizers import Fusion, RagSequence, RagToken
+from ragloom.protocols import PassageText
 from ragloom.testing import MarginalizerContract
+from ragloom.testing.table_generator import TableGenerator
 
 
 class TestRagTokenContract(MarginalizerContract):
@@ -27,6 +32,43 @@ class TestRagSequenceFastContract(MarginalizerContract):
     @pytest.fixture
     def marginalizer(self) -> RagSequence:
         return RagSequence(RagSequence.Params(decoding="fast"))
+
+
+class TestFusionContract(MarginalizerContract):
+    @pytest.fixture(params=["best-first", "best-last"])
+    def marginalizer(self, request: pytest.FixtureRequest) -> Fusion:
+        return Fusion(Fusion.Params(order=request.param))
+
+
+class _RecordingGenerator(TableGenerator):
+    """Records the passage order ``start_fused`` receives."""
+
+    def start_fused(self, questions: Any, passages: Any) -> Any:
+        self.read = [[passage.id for passage in row] for row in passages]
+        return super().start_fused(questions, passages)
+
+
+@pytest.mark.parametrize(
+    ("order", "expected"), [("best-first", [5, 6, 7]), ("best-last", [7, 6, 5])]
+)
+def test_fusion_reads_passages_in_its_order(order: str, expected: list[int]) -> None:
+    generator = _RecordingGenerator()
+    passages = [[PassageText(i, "t", "x") for i in (5, 6, 7)]]
+    Fusion(Fusion.Params(order=order)).start(generator, ["q"], passages)
+    assert generator.read == [expected]
+
+
+def test_fusion_refuses_a_generator_without_fused_reading() -> None:
+    class PerPassageOnly:  # the Generator protocol without start_fused
+        pass
+
+    with pytest.raises(RagloomError, match="FusedReading"):
+        Fusion().start(PerPassageOnly(), ["q"], [[PassageText(0, "t", "x")]])  # type: ignore[arg-type]
+
+
+def test_fusion_loss_wants_one_row_per_question() -> None:
+    with pytest.raises(ValueError, match=r"\[B, 1, T, V\]"):
+        Fusion().loss(torch.zeros(2, 3, 4, 5), torch.zeros(2, 3), torch.zeros(2, 4).long(), 0)
 
 
 def reference_inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -26,7 +26,9 @@ its vocabulary.
 
 The marginalizers drive a generator through ``start``, ``step``, ``select`` and ``score`` alone,
 so these tests check each against the others: incremental steps against one pass, ``select``
-against starting afresh, ``score`` against stepping token by token.
+against starting afresh, ``score`` against stepping token by token. A
+:class:`ragloom.protocols.FusedReading` generator's fused states pass the same checks, and a
+missing passage (id ``-1``) changes nothing in them.
 """
 
 from __future__ import annotations
@@ -36,7 +38,14 @@ from typing import Any
 import pytest
 import torch
 
-from ..protocols import DecoderFromFiles, ForcesEos, Generator, PassageText, Trainable
+from ..protocols import (
+    DecoderFromFiles,
+    ForcesEos,
+    FusedReading,
+    Generator,
+    PassageText,
+    Trainable,
+)
 
 QUESTIONS = ("who wrote animal farm", "what is the capital of france")
 PASSAGES = (
@@ -256,3 +265,56 @@ class GeneratorContract:
         shape = type(generator).decoder_shape_from_spec(*spec_table)
         assert shape.vocab_size == generator.vocab_size
         assert shape.layers > 0 and shape.kv_width > 0 and shape.value_bytes > 0
+
+    # --- FusedReading -------------------------------------------------------------------------
+
+    def fused(self, generator: Any, rows: list[int] | None = None) -> Any:
+        """A fused state of the questions ``rows`` (default: all), one row each."""
+        if not isinstance(generator, FusedReading):
+            pytest.skip("not FusedReading")
+        chosen = range(len(self.questions)) if rows is None else rows
+        return generator.start_fused(
+            [self.questions[r] for r in chosen], [list(self.passages[r]) for r in chosen]
+        )
+
+    def test_fused_state_has_a_row_per_question(self, generator: Any) -> None:
+        state = self.fused(generator)
+        prefix = torch.tensor([generator.start_token_ids] * len(self.questions))
+        logprobs, _ = generator.step(state, prefix)
+        self.check_logprobs(logprobs, generator, len(self.questions))
+
+    def test_fused_score_equals_stepping_and_each_row_alone(self, generator: Any) -> None:
+        tokens = self.hypotheses(generator, len(self.questions))
+        scored = generator.score(self.fused(generator), tokens)
+        self.check_logprobs(scored, generator, *tokens.shape)
+        state = self.fused(generator)
+        for t in range(tokens.shape[1]):
+            stepped, state = generator.step(
+                state, tokens[:, : t + 1] if t == 0 else tokens[:, t : t + 1]
+            )
+            self.close(scored[:, t], stepped)
+        for r in range(len(self.questions)):
+            alone = generator.score(self.fused(generator, [r]), tokens[r : r + 1])
+            self.close(alone[0], scored[r])
+
+    def test_fused_select_equals_recomputation(self, generator: Any) -> None:
+        tokens = self.hypotheses(generator, 3)
+        prefix = len(generator.start_token_ids)
+        rows = torch.tensor([1, 0, 1]) % len(self.questions)
+        state = self.fused(generator)
+        _, state = generator.step(state, tokens[: len(self.questions), :prefix])
+        state = generator.select(state, rows)
+        logprobs, _ = generator.step(state, tokens[:, prefix : prefix + 1])
+        fresh = self.fused(generator, rows.tolist())
+        expected, _ = generator.step(fresh, tokens[:, : prefix + 1])
+        self.close(logprobs, expected)
+
+    def test_fused_reading_leaves_out_missing_passages(self, generator: Any) -> None:
+        if not isinstance(generator, FusedReading):
+            pytest.skip("not FusedReading")
+        question, passages = self.questions[0], list(self.passages[0])
+        gap = PassageText(-1, "", "")
+        tokens = self.hypotheses(generator, 1)
+        with_gap = generator.score(generator.start_fused([question], [[*passages, gap]]), tokens)
+        without = generator.score(generator.start_fused([question], [passages]), tokens)
+        self.close(with_gap, without)

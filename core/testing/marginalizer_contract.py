@@ -3,7 +3,9 @@
 Subclass :class:`MarginalizerContract` and provide the ``marginalizer`` fixture. The decoding
 tests drive a :class:`TableGenerator` (override the ``generator`` fixture to use another).
 Marginalizers whose decoding score is an approximation of their own likelihood (rag-sequence's
-``fast``) set ``decode_score_is_likelihood = False``.
+``fast``) set ``decode_score_is_likelihood = False``. A marginalizer that
+:class:`ragloom.protocols.FusesDocuments` starts the generator itself and reads one fused row per
+question; the tests of per-document mixing (order, prior gradients) do not apply to it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-from ..protocols import Decoded, Marginalizer, PassageText
+from ..protocols import Decoded, FusesDocuments, Marginalizer, PassageText
 from ..spec.model import GenerationSettings
 from ..tensors import shift_left
 from .table_generator import TableGenerator
@@ -53,24 +55,54 @@ class MarginalizerContract:
     def pad(self, generator: Any) -> int:
         return int(generator.pad_token_id)
 
+    @staticmethod
+    def start(
+        marginalizer: Any, generator: Any, questions: list[str], passages: list[list[PassageText]]
+    ) -> Any:
+        """The state the pipeline gives ``decode``: the marginalizer's own start when it
+        fuses documents, else the generator's."""
+        if isinstance(marginalizer, FusesDocuments):
+            return marginalizer.start(generator, questions, passages)
+        return generator.start(questions, passages)
+
+    @staticmethod
+    def rows(marginalizer: Any, k: int) -> int:
+        """Decoding rows per question: 1 when it fuses documents, else ``k``."""
+        return 1 if isinstance(marginalizer, FusesDocuments) else k
+
+    def skip_when_fusing(self, marginalizer: Any) -> None:
+        if isinstance(marginalizer, FusesDocuments):
+            pytest.skip("reads all documents fused: no per-document mixing to test")
+
     @pytest.fixture
-    def batch(self, generator: Any, pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Log-probs ``[3, 4, 6, V]``, a prior ``[3, 4]`` and padded targets ``[3, 6]``."""
-        state = generator.start(QUESTIONS, passages_for(3, 4))
+    def batch(
+        self, marginalizer: Any, generator: Any, pad: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Log-probs ``[3, r, 6, V]`` (``r``: 4, or 1 when fused), a prior ``[3, 4]`` and padded
+        targets ``[3, 6]``."""
+        state = self.start(marginalizer, generator, QUESTIONS, passages_for(3, 4))
         labels = generator.encode_targets(["t3 t4 t5 t6", "t7", "t8 t9"])
-        logprobs = generator.score(state, labels.repeat_interleave(4, dim=0))
-        logprobs = logprobs.view(3, 4, *logprobs.shape[1:])
+        rows = self.rows(marginalizer, 4)
+        logprobs = generator.score(state, labels.repeat_interleave(rows, dim=0))
+        logprobs = logprobs.view(3, rows, *logprobs.shape[1:])
         return logprobs, random_prior(3, 4), shift_left(labels, pad)
 
     def _decode(
-        self, marginalizer: Any, generator: Any, batch: int, k: int, **settings: Any
+        self,
+        marginalizer: Any,
+        generator: Any,
+        batch: int,
+        k: int,
+        passages: list[list[PassageText]] | None = None,
+        prior: torch.Tensor | None = None,
+        **settings: Any,
     ) -> Decoded:
-        state = generator.start(QUESTIONS[:batch], passages_for(batch, k))
-        prior = random_prior(batch, k)
+        passages = passages_for(batch, k) if passages is None else passages
+        state = self.start(marginalizer, generator, QUESTIONS[:batch], passages)
         decoded: Decoded = marginalizer.decode(
             generator,
             state,
-            prior,
+            random_prior(batch, k) if prior is None else prior,
             GenerationSettings(max_length=self.max_length(generator), **settings),
         )
         return decoded
@@ -102,6 +134,7 @@ class MarginalizerContract:
         torch.testing.assert_close(loss, expected)
 
     def test_document_order_does_not_matter(self, pad: int, marginalizer: Any, batch: Any) -> None:
+        self.skip_when_fusing(marginalizer)
         logprobs, prior, targets = batch
         order = torch.tensor([2, 0, 3, 1])
         torch.testing.assert_close(
@@ -110,6 +143,7 @@ class MarginalizerContract:
         )
 
     def test_missing_documents_are_ignored(self, pad: int, marginalizer: Any, batch: Any) -> None:
+        self.skip_when_fusing(marginalizer)
         logprobs, prior, targets = batch
         padded_logprobs = torch.cat([logprobs, logprobs[:, :1].flip(-1)], dim=1)
         padded_prior = torch.cat([prior, torch.full((3, 1), float("-inf"))], dim=1)
@@ -126,7 +160,24 @@ class MarginalizerContract:
         prior = prior.detach().clone().requires_grad_(True)
         marginalizer.loss(logprobs, prior, targets, pad).backward()
         assert logprobs.grad is not None and logprobs.grad.abs().sum() > 0
-        assert prior.grad is not None and prior.grad.abs().sum() > 0
+        if not isinstance(marginalizer, FusesDocuments):  # fused: the prior only chooses
+            assert prior.grad is not None and prior.grad.abs().sum() > 0
+
+    @pytest.mark.parametrize("num_beams", [1, 3])
+    def test_decoding_ignores_missing_documents(
+        self, marginalizer: Any, generator: Any, num_beams: int
+    ) -> None:
+        """A fifth document with id ``-1`` (prior ``-inf``) changes no answer and no score."""
+        passages = passages_for(3, 4)
+        prior = random_prior(3, 4)
+        gapped = [[*row, PassageText(-1, "", "")] for row in passages]
+        gapped_prior = torch.cat([prior, torch.full((3, 1), float("-inf"))], dim=1)
+        plain = self._decode(marginalizer, generator, 3, 4, passages, prior, num_beams=num_beams)
+        gaps = self._decode(
+            marginalizer, generator, 3, 5, gapped, gapped_prior, num_beams=num_beams
+        )
+        assert gaps.sequences == plain.sequences
+        torch.testing.assert_close(gaps.scores, plain.scores)
 
     def test_label_smoothing(self, pad: int, marginalizer: Any, batch: Any) -> None:
         logprobs, prior, targets = batch
@@ -158,7 +209,9 @@ class MarginalizerContract:
     ) -> None:
         together = self._decode(marginalizer, generator, 3, 4, num_beams=num_beams)
         for b in range(3):
-            state = generator.start(QUESTIONS[b : b + 1], passages_for(3, 4)[b : b + 1])
+            state = self.start(
+                marginalizer, generator, QUESTIONS[b : b + 1], passages_for(3, 4)[b : b + 1]
+            )
             alone = marginalizer.decode(
                 generator,
                 state,
@@ -173,7 +226,9 @@ class MarginalizerContract:
     ) -> None:
         decoded = self._decode(marginalizer, generator, 2, 1)
         for b, sequence in enumerate(decoded.sequences):
-            state = generator.start(QUESTIONS[b : b + 1], passages_for(2, 1)[b : b + 1])
+            state = self.start(
+                marginalizer, generator, QUESTIONS[b : b + 1], passages_for(2, 1)[b : b + 1]
+            )
             tokens = list(generator.start_token_ids)
             logprobs, state = generator.step(state, torch.tensor([tokens]))
             while len(tokens) < self.max_length(generator):
@@ -189,15 +244,20 @@ class MarginalizerContract:
         if not self.decode_score_is_likelihood:
             pytest.skip("this marginalizer's decoding score approximates its likelihood")
         decoded = self._decode(marginalizer, generator, 3, 4)
-        state = generator.start(QUESTIONS, passages_for(3, 4))
+        state = self.start(marginalizer, generator, QUESTIONS, passages_for(3, 4))
         width = max(len(s) for s in decoded.sequences)
         labels = torch.full((3, width), pad, dtype=torch.int64)
         for b, sequence in enumerate(decoded.sequences):
             labels[b, : len(sequence)] = torch.tensor(sequence)
-        logprobs = generator.score(state, labels.repeat_interleave(4, dim=0))
+        rows = self.rows(marginalizer, 4)
+        logprobs = generator.score(state, labels.repeat_interleave(rows, dim=0))
         targets = shift_left(labels, pad)
         targets[:, : len(generator.start_token_ids) - 1] = pad  # forced start tokens: not scored
         loss = marginalizer.loss(
-            logprobs.view(3, 4, *logprobs.shape[1:]), random_prior(3, 4), targets, pad, reduce=False
+            logprobs.view(3, rows, *logprobs.shape[1:]),
+            random_prior(3, 4),
+            targets,
+            pad,
+            reduce=False,
         )
         torch.testing.assert_close(decoded.scores, -loss)

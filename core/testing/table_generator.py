@@ -1,8 +1,9 @@
 """A small exact generator for contract tests: a bigram table conditioned on the passage.
 
 ``p(y_t | passage, y_<t) = softmax(table[passage.id % contexts, y_{t-1}])``, with a seeded random
-table. It implements the whole :class:`ragloom.protocols.Generator` protocol with exact, cheap
-arithmetic, so marginalizer contracts can check decoding and losses against hand computations.
+table. It implements the whole :class:`ragloom.protocols.Generator` protocol (and
+:class:`ragloom.protocols.FusedReading`: a fused row's context comes from all its passage ids)
+with exact, cheap arithmetic, so marginalizer contracts can check decoding and losses against hand computations.
 Token ids: 0 is padding, 1 is EOS, 2 starts every hypothesis; the rest are words ``t3``, ``t4``...
 """
 
@@ -49,6 +50,15 @@ class TableGenerator:
         self, questions: Sequence[str], passages: Sequence[Sequence[PassageText]]
     ) -> TableState:
         ids = [passage.id % self.contexts for row in passages for passage in row]
+        contexts = torch.tensor(ids, dtype=torch.int64)
+        return TableState(contexts, torch.full_like(contexts, START))
+
+    def start_fused(
+        self, questions: Sequence[str], passages: Sequence[Sequence[PassageText]]
+    ) -> TableState:
+        """One row per question, its context decided by the ids of all its passages (missing
+        ones, id ``-1``, left out)."""
+        ids = [sum(p.id for p in row if p.id >= 0) % self.contexts for row in passages]
         contexts = torch.tensor(ids, dtype=torch.int64)
         return TableState(contexts, torch.full_like(contexts, START))
 
