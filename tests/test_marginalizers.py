@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
-
-from typing import Any
 
 from ragloom.errors import RagloomError
 from ragloom.plugins.marginalizers import Fusion, RagSequence, RagToken

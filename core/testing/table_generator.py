@@ -3,7 +3,8 @@
 ``p(y_t | passage, y_<t) = softmax(table[passage.id % contexts, y_{t-1}])``, with a seeded random
 table. It implements the whole :class:`ragloom.protocols.Generator` protocol (and
 :class:`ragloom.protocols.FusedReading`: a fused row's context comes from all its passage ids)
-with exact, cheap arithmetic, so marginalizer contracts can check decoding and losses against hand computations.
+with exact, cheap arithmetic, so marginalizer contracts can check decoding and losses against
+hand computations.
 Token ids: 0 is padding, 1 is EOS, 2 starts every hypothesis; the rest are words ``t3``, ``t4``...
 """
 
