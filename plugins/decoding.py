@@ -1,9 +1,17 @@
 """Greedy and beam search over any next-token distribution, batched over independent problems.
 
 Both follow transformers' generate (v5) step for step, so that a marginalizer driving them gives
-the same tokens as the reference: the same logits processing (min length, forced EOS at
-``max_length``), the same beam bookkeeping (2 * beams candidates per step, finished hypotheses
-scored ``sum / generated_length ** length_penalty``, the same early-stop heuristic).
+the same tokens as the reference: the same logits processing, in transformers' order (repetition
+penalty, n-gram ban, min length, forced EOS at ``max_length``), the same beam bookkeeping
+(2 * beams candidates per step, finished hypotheses scored
+``sum / generated_length ** length_penalty``, the same early-stop heuristic).
+
+The processors see each row's tokens so far, the prefix included (transformers' decoder input
+ids include the decoder start token), and work on the log-probs ``advance`` returns, as
+transformers' beam search and RagTokenForGeneration's greedy search do. transformers' greedy
+search over a plain generator (RagSequenceForGeneration's, per document) applies them to the raw
+logits instead: the bans (n-gram, min length, forced EOS) come out the same, a repetition
+penalty does not (dividing a positive logit is not multiplying a negative log-prob).
 
 The search does not know the model. It calls ``advance(tokens)`` with ``int64 [n * beams, t]``
 tokens (the whole prefix first, then one token) and gets ``float32 [n * beams, V]`` log-probs, and
@@ -60,16 +68,49 @@ class SearchSettings:
     pad_token_id: int
     forced_eos_token_id: int | None
 
-    def process(self, logprobs: torch.Tensor, length: int) -> torch.Tensor:
-        """The logits processors of transformers' generate, for sequences of ``length`` tokens."""
-        if length < self.generation.min_length:
+    def process(self, logprobs: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """The logits processors of transformers' generate, in its order: ``float32 [rows, V]``
+        scores of the token after each row of ``tokens`` (``int64 [rows, length]``, the prefix
+        included) → the processed scores, same shape."""
+        generation, length = self.generation, tokens.shape[1]
+        tokens = tokens.to(logprobs.device)
+        if generation.repetition_penalty != 1.0:
+            logprobs = _penalize_repetition(logprobs, tokens, generation.repetition_penalty)
+        if generation.no_repeat_ngram_size > 0:
+            logprobs = _ban_repeated_ngrams(logprobs, tokens, generation.no_repeat_ngram_size)
+        if length < generation.min_length:
             logprobs = logprobs.clone()
             logprobs[:, self.eos_token_id] = -math.inf
-        if self.forced_eos_token_id is not None and length == self.generation.max_length - 1:
+        if self.forced_eos_token_id is not None and length == generation.max_length - 1:
             forced = torch.full_like(logprobs, -math.inf)
             forced[:, self.forced_eos_token_id] = 0.0
             logprobs = forced
         return logprobs
+
+
+def _penalize_repetition(
+    scores: torch.Tensor, tokens: torch.Tensor, penalty: float
+) -> torch.Tensor:
+    """transformers' ``RepetitionPenaltyLogitsProcessor``: in ``scores`` (``[rows, V]``), each
+    token of its row of ``tokens`` (``[rows, t]``) is multiplied by ``penalty`` where negative
+    and divided by it otherwise, once however often it occurs."""
+    seen = scores.gather(1, tokens)
+    return scores.scatter(1, tokens, torch.where(seen < 0, seen * penalty, seen / penalty))
+
+
+def _ban_repeated_ngrams(scores: torch.Tensor, tokens: torch.Tensor, size: int) -> torch.Tensor:
+    """transformers' ``NoRepeatNGramLogitsProcessor``: in ``scores`` (``[rows, V]``), -inf for
+    every token that would complete an n-gram of ``size`` tokens already in its row of
+    ``tokens`` (``[rows, t]``)."""
+    length, vocab = tokens.shape[1], scores.shape[1]
+    if length < size:
+        return scores
+    windows = tokens.unfold(1, size, 1)  # [rows, t - size + 1, size]
+    suffix = tokens[:, length + 1 - size :]  # [rows, size - 1]: the n-gram begun at the end
+    matches = (windows[..., :-1] == suffix[:, None]).all(dim=-1)
+    banned = torch.zeros(scores.shape[0], vocab + 1, dtype=torch.bool, device=scores.device)
+    banned.scatter_(1, torch.where(matches, windows[..., -1], vocab), True)  # vocab: no ban
+    return scores.masked_fill(banned[:, :vocab], -math.inf)
 
 
 def greedy_search(advance: Advance, n: int, settings: SearchSettings) -> Hypotheses:
@@ -84,7 +125,7 @@ def greedy_search(advance: Advance, n: int, settings: SearchSettings) -> Hypothe
     length = len(prefix)
     logprobs = advance(tokens[:, :length])
     while length < max_length:
-        processed = settings.process(logprobs.float(), length)
+        processed = settings.process(logprobs.float(), tokens[:, :length])
         chosen = processed.argmax(dim=-1)
         gained = processed.gather(1, chosen[:, None]).squeeze(1)
         total += torch.where(running, gained, torch.zeros_like(gained))
@@ -143,7 +184,8 @@ def beam_search(
     length = prompt
     logprobs = advance(running[:, :, :prompt].reshape(n * beams, prompt))
     while True:
-        processed = settings.process(logprobs.float(), length)
+        flat = running[:, :, :length].reshape(n * beams, length)
+        processed = settings.process(logprobs.float(), flat)
         vocab = processed.shape[-1]
         accumulated = (processed.view(n, beams, vocab) + running_scores[:, :, None]).view(n, -1)
         top_scores, top_index = accumulated.topk(keep, dim=1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from transformers import BartConfig, BartForConditionalGeneration
@@ -69,6 +71,44 @@ class BartDriver:
         self.rows, self.sequences = self.rows[rows], self.sequences[rows]
 
 
+def assert_search_matches_generate(
+    bart: BartForConditionalGeneration,
+    inputs: tuple[torch.Tensor, torch.Tensor],
+    num_return: int,
+    **generation: Any,
+) -> None:
+    """Our search and ``bart.generate`` with the same ``[generation]`` keys: the same tokens, and
+    in beam search the same scores."""
+    ids, mask = inputs
+    settings = GenerationSettings(max_length=12, **generation)
+    with torch.inference_mode():
+        expected = bart.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_length=12,
+            num_return_sequences=num_return,
+            do_sample=False,
+            output_scores=True,
+            return_dict_in_generate=True,
+            **generation,
+        )
+        driver = BartDriver(bart, ids, mask, settings.num_beams)
+        found = search(
+            driver.advance,
+            driver.reorder,
+            len(ids),
+            SearchSettings(settings, [EOS], EOS, PAD, EOS),
+            num_return,
+        )
+    ours = [hypothesis for rows in found.as_lists() for hypothesis in rows]
+    theirs = [[t for t in row if t != PAD] for row in expected.sequences.tolist()]
+    assert ours == theirs
+    if settings.num_beams > 1:
+        torch.testing.assert_close(
+            found.scores.reshape(-1), expected.sequences_scores, rtol=1e-5, atol=1e-5
+        )
+
+
 @pytest.mark.parametrize(
     ("num_beams", "length_penalty", "early_stopping", "min_length", "num_return"),
     [
@@ -82,40 +122,36 @@ class BartDriver:
 def test_search_matches_transformers_generate(
     bart, inputs, num_beams, length_penalty, early_stopping, min_length, num_return
 ) -> None:  # type: ignore[no-untyped-def]
-    ids, mask = inputs
-    settings = GenerationSettings(
+    assert_search_matches_generate(
+        bart,
+        inputs,
+        num_return,
         num_beams=num_beams,
-        max_length=12,
-        min_length=min_length,
         length_penalty=length_penalty,
         early_stopping=early_stopping,
+        min_length=min_length,
     )
-    with torch.inference_mode():
-        expected = bart.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            num_beams=num_beams,
-            max_length=12,
-            min_length=min_length,
-            length_penalty=length_penalty,
-            early_stopping=early_stopping,
-            num_return_sequences=num_return,
-            do_sample=False,
-            output_scores=True,
-            return_dict_in_generate=True,
-        )
-        driver = BartDriver(bart, ids, mask, num_beams)
-        found = search(
-            driver.advance,
-            driver.reorder,
-            len(ids),
-            SearchSettings(settings, [EOS], EOS, PAD, EOS),
-            num_return,
-        )
-    ours = [hypothesis for rows in found.as_lists() for hypothesis in rows]
-    theirs = [[t for t in row if t != PAD] for row in expected.sequences.tolist()]
-    assert ours == theirs
-    if num_beams > 1:
-        torch.testing.assert_close(
-            found.scores.reshape(-1), expected.sequences_scores, rtol=1e-5, atol=1e-5
-        )
+
+
+@pytest.mark.parametrize(
+    ("num_beams", "num_return", "controls"),
+    [
+        (4, 1, {"repetition_penalty": 1.3}),
+        (3, 2, {"repetition_penalty": 0.7, "min_length": 5}),
+        (4, 4, {"no_repeat_ngram_size": 2}),
+        (2, 1, {"no_repeat_ngram_size": 1, "repetition_penalty": 2.0}),
+        (1, 1, {"no_repeat_ngram_size": 2, "min_length": 8}),
+        (1, 1, {"no_repeat_ngram_size": 1, "min_length": 6}),
+    ],
+)
+def test_repetition_controls_match_transformers_generate(
+    bart: BartForConditionalGeneration,
+    inputs: tuple[torch.Tensor, torch.Tensor],
+    num_beams: int,
+    num_return: int,
+    controls: dict[str, Any],
+) -> None:
+    """Each of these changes BART's tokens. Greedy search is left out with a repetition penalty:
+    transformers' applies it to raw logits there (tests/test_rag_parity.py shows that this is the
+    only difference)."""
+    assert_search_matches_generate(bart, inputs, num_return, num_beams=num_beams, **controls)

@@ -110,19 +110,38 @@ def reference_tokens(sequences: torch.Tensor, special: set[int]) -> list[list[in
     return [[t for t in row if t not in special] for row in sequences.tolist()]
 
 
+CONTROLS = [{}, {"repetition_penalty": 1.5}, {"no_repeat_ngram_size": 2}]
+"""``[generation]`` decoding controls, passed alike to ragloom and to transformers' generate."""
+CONTROL_IDS = ["plain", "repetition_penalty", "no_repeat_ngram_size"]
+
+
+def assert_controls_matter(
+    pipeline: Pipeline, num_beams: int, controls: dict[str, Any], answers: list[list[int]]
+) -> None:
+    """A control that leaves the answers as they are proves nothing."""
+    if controls:
+        plain = pipeline.generate(QUESTIONS, num_beams=num_beams)
+        assert answers != [a.token_ids for a in plain], f"{controls} changed no answer"
+
+
+@pytest.mark.parametrize("controls", CONTROLS, ids=CONTROL_IDS)
 @pytest.mark.parametrize("num_beams", [1, 4])
-def test_rag_token_generation(setup: Setup, num_beams: int) -> None:
+def test_rag_token_generation(setup: Setup, num_beams: int, controls: dict[str, Any]) -> None:
     model = setup.reference(RagTokenForGeneration)
     with torch.no_grad():
-        expected = model.generate(**setup.questions(), num_beams=num_beams, max_length=20, n_docs=3)
+        expected = model.generate(
+            **setup.questions(), num_beams=num_beams, max_length=20, n_docs=3, **controls
+        )
     special = set(setup.retriever.generator_tokenizer.all_special_ids)
-    answers = Pipeline.from_spec(setup.spec("rag-token")).generate(QUESTIONS, num_beams=num_beams)
-    assert [a.token_ids for a in answers] == reference_tokens(expected, special)
-    assert any(len(a.token_ids) > 1 for a in answers), "a degenerate model proves nothing"
+    pipeline = Pipeline.from_spec(setup.spec("rag-token"))
+    answers = [a.token_ids for a in pipeline.generate(QUESTIONS, num_beams=num_beams, **controls)]
+    assert answers == reference_tokens(expected, special)
+    assert any(len(tokens) > 1 for tokens in answers), "a degenerate model proves nothing"
+    assert_controls_matter(pipeline, num_beams, controls, answers)
 
 
-def test_rag_sequence_thorough_generation(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The reference is given the context attention mask it drops (hf_rag.md B2)."""
+def rag_sequence_reference(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The reference, given the context attention mask it drops (hf_rag.md B2)."""
     model = setup.reference(RagSequenceForGeneration)
     generate = model.generator.generate
     pad = model.config.generator.pad_token_id
@@ -132,11 +151,51 @@ def test_rag_sequence_thorough_generation(setup: Setup, monkeypatch: pytest.Monk
         return generate(input_ids, **kwargs)
 
     monkeypatch.setattr(model.generator, "generate", with_mask)
+    return model
+
+
+def assert_rag_sequence_matches(
+    setup: Setup, model: Any, num_beams: int, controls: dict[str, Any]
+) -> None:
     with torch.no_grad():
-        expected = model.generate(**setup.questions(), num_beams=4, max_length=20, n_docs=3)
+        expected = model.generate(
+            **setup.questions(), num_beams=num_beams, max_length=20, n_docs=3, **controls
+        )
     special = set(setup.retriever.generator_tokenizer.all_special_ids)
-    answers = Pipeline.from_spec(setup.spec("rag-sequence")).generate(QUESTIONS, num_beams=4)
-    assert [a.token_ids for a in answers] == reference_tokens(expected, special)
+    pipeline = Pipeline.from_spec(setup.spec("rag-sequence"))
+    answers = [a.token_ids for a in pipeline.generate(QUESTIONS, num_beams=num_beams, **controls)]
+    assert answers == reference_tokens(expected, special)
+    assert_controls_matter(pipeline, num_beams, controls, answers)
+
+
+@pytest.mark.parametrize(
+    ("num_beams", "controls"),
+    [(4, controls) for controls in CONTROLS] + [(1, {}), (1, {"no_repeat_ngram_size": 2})],
+    ids=[f"beam-{name}" for name in CONTROL_IDS] + ["greedy-plain", "greedy-no_repeat_ngram_size"],
+)
+def test_rag_sequence_thorough_generation(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch, num_beams: int, controls: dict[str, Any]
+) -> None:
+    model = rag_sequence_reference(setup, monkeypatch)
+    assert_rag_sequence_matches(setup, model, num_beams, controls)
+
+
+def test_rag_sequence_greedy_repetition_penalty_is_applied_to_log_probs(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """transformers' greedy search penalizes the generator's raw logits, ragloom its log-probs
+    (as transformers' beam search does), so the tokens may differ (docs/spec.md). They agree once
+    the reference's generator returns log-probs: that is the only difference."""
+    model = rag_sequence_reference(setup, monkeypatch)
+    forward = model.generator.forward
+
+    def log_probs(*args: Any, **kwargs: Any) -> Any:
+        output = forward(*args, **kwargs)
+        output.logits = torch.log_softmax(output.logits.float(), dim=-1)
+        return output
+
+    monkeypatch.setattr(model.generator, "forward", log_probs)
+    assert_rag_sequence_matches(setup, model, 1, {"repetition_penalty": 1.5})
 
 
 def test_old_pickled_checkpoints_and_the_sequence_class_load(setup: Setup, tmp_path: Path) -> None:

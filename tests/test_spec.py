@@ -103,6 +103,28 @@ def test_out_of_range_value(write_spec: WriteSpec, registry: Registry) -> None:
         load_spec(path, registry=registry)
 
 
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("repetition_penalty = 0.0", "repetition_penalty = 0.0: Input should be greater than 0"),
+        ("repetition_penalty = nan", "repetition_penalty = nan: Input should be a finite number"),
+        ("no_repeat_ngram_size = -1", "no_repeat_ngram_size = -1: Input should be greater than"),
+    ],
+)
+def test_decoding_controls_are_checked(
+    write_spec: WriteSpec, registry: Registry, line: str, message: str
+) -> None:
+    with pytest.raises(SpecError) as excinfo:
+        load_spec(write_spec(f"schema = 1\n[generation]\n{line}\n"), registry=registry)
+    assert f"[generation] {message}" in problems(excinfo)
+
+
+def test_decoding_controls_are_read(write_spec: WriteSpec, registry: Registry) -> None:
+    text = "schema = 1\n[generation]\nrepetition_penalty = 2\nno_repeat_ngram_size = 3\n"
+    generation = load_spec(write_spec(text), registry=registry).generation
+    assert generation.repetition_penalty == 2.0 and generation.no_repeat_ngram_size == 3
+
+
 def test_misspelled_component_name_suggests_the_registered_one(
     write_spec: WriteSpec, toy_registry: Registry
 ) -> None:
@@ -261,6 +283,8 @@ def test_round_trip(write_spec: WriteSpec, toy_registry: Registry) -> None:
         "min_length": 0,
         "length_penalty": 1.0,
         "early_stopping": False,
+        "repetition_penalty": 1.0,
+        "no_repeat_ngram_size": 0,
     }
 
 

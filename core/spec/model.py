@@ -59,6 +59,18 @@ class GenerationSettings(Settings):
     early_stopping: bool = Field(
         default=False, description="beam search stops once num_beams hypotheses are finished"
     )
+    repetition_penalty: float = Field(
+        default=1.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="the log-prob of a token already in the sequence (start tokens included) is "
+        "multiplied by it (transformers' repetition_penalty on log-probs); 1: off. rag-sequence "
+        "greedy (num_beams = 1) may pick other tokens than transformers, whose greedy search "
+        "divides the generator's positive raw logits instead",
+    )
+    no_repeat_ngram_size: int = Field(
+        default=0, ge=0, description="no n-gram of this many tokens occurs twice (0: off)"
+    )
 
 
 TrainablePart = Literal["question_encoder", "generator"]
