@@ -13,6 +13,14 @@ search over a plain generator (RagSequenceForGeneration's, per document) applies
 logits instead: the bans (n-gram, min length, forced EOS) come out the same, a repetition
 penalty does not (dividing a positive logit is not multiplying a negative log-prob).
 
+Stop conditions beyond EOS come from an optional hook, ``SearchSettings.stopped``: called with a
+hypothesis' tokens after the prefix (the newest last) each time it grows, True ends it as EOS
+would. Greedy search stops that row (its last token is kept); beam search treats the candidate
+as it treats an EOS candidate: finished, with its length-normalized score, if it ranks among the
+``beams`` best candidates of the step, dropped otherwise. The hook sees token ids only: matching
+stop strings (decoding the tokens) is its caller's business. It runs in Python once per running
+row (greedy) or per candidate that did not end at EOS (beam, ``2 * beams`` per problem) per step.
+
 The search does not know the model. It calls ``advance(tokens)`` with ``int64 [n * beams, t]``
 tokens (the whole prefix first, then one token) and gets ``float32 [n * beams, V]`` log-probs, and
 calls ``reorder(rows)`` when beams are reordered (``rows`` indexes the previous ``n * beams``).
@@ -30,6 +38,7 @@ from ragloom.spec import GenerationSettings
 
 Advance = Callable[[torch.Tensor], torch.Tensor]
 Reorder = Callable[[torch.Tensor], None]
+Stopped = Callable[[Sequence[int]], bool]
 
 _NEG = -1.0e9  # transformers' "impossible" score in beam bookkeeping
 
@@ -60,13 +69,25 @@ class Hypotheses:
 
 @dataclass(frozen=True)
 class SearchSettings:
-    """What a search needs besides the model: the spec's ``[generation]`` and the special ids."""
+    """What a search needs besides the model: the spec's ``[generation]``, the special ids, and
+    an optional stop hook (see the module docstring)."""
 
     generation: GenerationSettings
     prefix: Sequence[int]
     eos_token_id: int
     pad_token_id: int
     forced_eos_token_id: int | None
+    stopped: Stopped | None = None
+
+    def ends(self, tokens: torch.Tensor, asked: torch.Tensor) -> torch.Tensor:
+        """Which hypotheses the stop hook ends: ``int64 [..., t]`` tokens (the prefix included)
+        and ``bool [...]`` (the ones to ask about) → ``bool [...]``, False where not asked."""
+        if self.stopped is None:
+            return torch.zeros_like(asked)
+        generated = tokens[..., len(self.prefix) :].reshape(-1, tokens.shape[-1] - len(self.prefix))
+        rows, ask = generated.tolist(), asked.reshape(-1).tolist()
+        ended = [a and bool(self.stopped(row)) for row, a in zip(rows, ask, strict=True)]
+        return torch.tensor(ended, dtype=torch.bool).view(asked.shape)
 
     def process(self, logprobs: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """The logits processors of transformers' generate, in its order: ``float32 [rows, V]``
@@ -132,6 +153,7 @@ def greedy_search(advance: Advance, n: int, settings: SearchSettings) -> Hypothe
         tokens[:, length] = torch.where(running, chosen, settings.pad_token_id)
         lengths += running.long()
         running &= chosen != settings.eos_token_id
+        running &= ~settings.ends(tokens[:, : length + 1], running)
         length += 1
         if not running.any() or length >= max_length:
             break
@@ -193,6 +215,7 @@ def beam_search(
         candidates = _gather(running, source)
         candidates[:, :, length] = top_index % vocab
         stops = (candidates[:, :, length] == settings.eos_token_id) | (length + 1 >= max_length)
+        stops |= settings.ends(candidates[:, :, : length + 1], ~stops)
 
         continuing = top_scores + stops.float() * _NEG
         chosen = continuing.topk(beams, dim=1).indices

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 import torch
 from transformers import BartConfig, BartForConditionalGeneration
 
-from ragloom.plugins.decoding import SearchSettings, search
+from ragloom.plugins.decoding import Hypotheses, SearchSettings, Stopped, search
 from ragloom.spec import GenerationSettings
 
 PAD, BOS, EOS = 1, 0, 2
@@ -155,3 +156,72 @@ def test_repetition_controls_match_transformers_generate(
     transformers' applies it to raw logits there (tests/test_rag_parity.py shows that this is the
     only difference)."""
     assert_search_matches_generate(bart, inputs, num_return, num_beams=num_beams, **controls)
+
+
+VOCAB = 12
+LETTERS = "<_>abcdefghi"
+"""A fake detokenizer: token ``t`` reads as ``LETTERS[t]``."""
+
+
+class Markov:
+    """A fake model: the next token's log-probs depend on the problem and the last token only,
+    so ``reorder`` has nothing to do. EOS and PAD are all but impossible."""
+
+    def __init__(self, n: int, beams: int, seed: int = 0) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        table = torch.randn(n, VOCAB, VOCAB, generator=generator) * 2
+        table[..., EOS] = table[..., PAD] = -30.0
+        self.table = torch.log_softmax(table, dim=-1)
+        self.problem = torch.arange(n).repeat_interleave(beams)
+
+    def advance(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.table[self.problem, tokens[:, -1]]
+
+
+def fake_search(
+    n: int, eos: int, stopped: Stopped | None, num_return: int = 1, **generation: Any
+) -> Hypotheses:
+    settings = GenerationSettings(max_length=10, **generation)
+    search_settings = SearchSettings(settings, [BOS], eos, PAD, None, stopped)
+    model = Markov(n, settings.num_beams)
+    return search(model.advance, lambda rows: None, n, search_settings, num_return)
+
+
+def test_greedy_search_ends_a_row_its_stop_hook_ends() -> None:
+    plain = fake_search(2, EOS, None).as_lists()
+    assert [len(rows[0]) for rows in plain] == [10, 10]
+    text = "".join(LETTERS[t] for t in plain[0][0][1:])
+    stop = text[3:5]  # the fourth and fifth tokens of problem 0's answer
+    assert stop not in "".join(LETTERS[t] for t in plain[1][0][1:])
+    calls: list[list[int]] = []
+
+    def stopped(tokens: Sequence[int]) -> bool:
+        calls.append(list(tokens))
+        return stop in "".join(LETTERS[t] for t in tokens)
+
+    found = fake_search(2, EOS, stopped)
+    assert found.as_lists() == [[plain[0][0][: 1 + text.index(stop) + 2]], plain[1]]
+    assert found.lengths.tolist() == [[1 + text.index(stop) + 2], [10]]
+    generated = [rows[0][1:] for rows in plain]
+    assert calls[:2] == [generated[0][:1], generated[1][:1]]  # the tokens after the prefix
+    assert all(call in (row[: len(call)] for row in generated) for call in calls)
+
+
+@pytest.mark.parametrize(
+    ("num_beams", "num_return", "length_penalty"), [(1, 1, 1.0), (3, 3, 1.0), (3, 2, 0.5)]
+)
+def test_a_stop_hook_ends_hypotheses_as_eos_does(
+    num_beams: int, num_return: int, length_penalty: float
+) -> None:
+    """Ending at token 9 by the hook, or because 9 is EOS: the same hypotheses and scores."""
+    generation = {"num_beams": num_beams, "length_penalty": length_penalty}
+    as_eos = fake_search(2, 9, None, num_return, **generation)
+    hooked = fake_search(2, EOS, lambda tokens: tokens[-1] == 9, num_return, **generation)
+    assert bool((as_eos.lengths < 10).any()), "no hypothesis ends early: the test proves nothing"
+    for field in ("tokens", "lengths", "scores", "logprobs"):
+        assert torch.equal(getattr(hooked, field), getattr(as_eos, field)), field
+    hypotheses = [hypothesis for rows in hooked.as_lists() for hypothesis in rows]
+    assert all(len(h) == 10 or h[-1] == 9 for h in hypotheses)
+    if num_beams > 1:  # finished hypotheses are ranked length-normalized
+        normalized = hooked.logprobs / (hooked.lengths - 1).float() ** length_penalty
+        torch.testing.assert_close(hooked.scores, normalized)

@@ -109,6 +109,10 @@ def test_out_of_range_value(write_spec: WriteSpec, registry: Registry) -> None:
         ("repetition_penalty = 0.0", "repetition_penalty = 0.0: Input should be greater than 0"),
         ("repetition_penalty = nan", "repetition_penalty = nan: Input should be a finite number"),
         ("no_repeat_ngram_size = -1", "no_repeat_ngram_size = -1: Input should be greater than"),
+        ('stop = ["x", ""]', "stop string 2 is empty, and an empty string would end every"),
+        (f'stop = ["{"x" * 65}"]', "stop string 1 has 65 characters, at most 64 are allowed"),
+        (f"stop = {['s'] * 17}".replace("'", '"'), "17 stop strings, at most 16 are allowed"),
+        ('stop = "Question:"', 'stop = "Question:": must be a list, e.g. ["a", "b"]'),
     ],
 )
 def test_decoding_controls_are_checked(
@@ -116,13 +120,16 @@ def test_decoding_controls_are_checked(
 ) -> None:
     with pytest.raises(SpecError) as excinfo:
         load_spec(write_spec(f"schema = 1\n[generation]\n{line}\n"), registry=registry)
-    assert f"[generation] {message}" in problems(excinfo)
+    key = line.split()[0]
+    assert f"[generation] {key} = " in problems(excinfo) and message in problems(excinfo)
 
 
 def test_decoding_controls_are_read(write_spec: WriteSpec, registry: Registry) -> None:
     text = "schema = 1\n[generation]\nrepetition_penalty = 2\nno_repeat_ngram_size = 3\n"
+    text += f'stop = ["\\n", "{"x" * 64}"]\n'
     generation = load_spec(write_spec(text), registry=registry).generation
     assert generation.repetition_penalty == 2.0 and generation.no_repeat_ngram_size == 3
+    assert generation.stop == ["\n", "x" * 64]
 
 
 def test_misspelled_component_name_suggests_the_registered_one(
@@ -285,6 +292,7 @@ def test_round_trip(write_spec: WriteSpec, toy_registry: Registry) -> None:
         "early_stopping": False,
         "repetition_penalty": 1.0,
         "no_repeat_ngram_size": 0,
+        "stop": [],
     }
 
 

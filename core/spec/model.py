@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .devices import Device
 from .paths import SpecPath, absolute_paths
@@ -27,6 +27,12 @@ MAX_K = 10_000
 MAX_LENGTH = 32_768
 """The largest ``[generation] max_length`` (and ``generate(max_length=...)``): beyond the
 positions of any generator ragloom runs (docs/spec.md, "Limits")."""
+
+MAX_STOP_STRINGS = 16
+"""The most ``[generation] stop`` strings (docs/spec.md, "Limits")."""
+
+MAX_STOP_LENGTH = 64
+"""The most characters of one ``[generation] stop`` string (docs/spec.md, "Limits")."""
 
 
 class Settings(BaseModel):
@@ -71,6 +77,32 @@ class GenerationSettings(Settings):
     no_repeat_ngram_size: int = Field(
         default=0, ge=0, description="no n-gram of this many tokens occurs twice (0: off)"
     )
+    stop: list[str] = Field(
+        default=[],
+        description=f"stop strings: a hypothesis ends once its generated text contains one (at "
+        f"most {MAX_STOP_STRINGS}, each 1 to {MAX_STOP_LENGTH} characters)",
+    )
+
+    @field_validator("stop")
+    @classmethod
+    def _check_stop(cls, stop: list[str]) -> list[str]:
+        if len(stop) > MAX_STOP_STRINGS:
+            raise ValueError(
+                f"{len(stop)} stop strings, at most {MAX_STOP_STRINGS} are allowed: keep the "
+                "ones that matter"
+            )
+        for number, text in enumerate(stop, start=1):
+            if not text:
+                raise ValueError(
+                    f"stop string {number} is empty, and an empty string would end every answer "
+                    "before its first token: remove it"
+                )
+            if len(text) > MAX_STOP_LENGTH:
+                raise ValueError(
+                    f"stop string {number} has {len(text)} characters, at most "
+                    f"{MAX_STOP_LENGTH} are allowed: shorten it"
+                )
+        return stop
 
 
 TrainablePart = Literal["question_encoder", "generator"]
