@@ -48,12 +48,14 @@ from ragloom.commands.common import table_lines
 from ragloom.kb import KnowledgeBase
 from ragloom.kb.build import build_knowledge_base
 from ragloom.kb.documents import Document
+from ragloom.kb.knowledge_base import INDEX_SUBDIR
 from ragloom.kb.manifest import NO_ENCODER
 from ragloom.plugins.bm25_retriever import (
     BYTES_PER_PAIR,
+    INDPTR_FILE,
     Bm25Retriever,
     build_index,
-    estimate_pairs,
+    estimate_index,
     index_path,
     load_index,
     passage_texts,
@@ -368,7 +370,8 @@ def run(
             ]
         )
     )
-    estimate = estimate_pairs(kb, params) * BYTES_PER_PAIR
+    pairs, terms = estimate_index(kb, params)
+    built_terms = len(np.load(path / INDEX_SUBDIR / INDPTR_FILE, mmap_mode="r")) - 1
 
     # --- tables ---
     ours, raw = builds["ragloom"][n], builds["bm25s"][n]
@@ -442,8 +445,9 @@ def run(
         f"\nragloom build / bm25s build: {ours['seconds'] / raw['seconds']:.2f}x; rank_bm25 / "
         f"ragloom build: {rank['seconds'] / ours['seconds']:.2f}x, memory "
         f"{rank['peak_mib'] / ours['peak_mib']:.1f}x, size {rank['bytes'] / ours['bytes']:.1f}x. "
-        f"ragloom validate's estimate of the index: {estimate / 1e6:.0f} MB "
-        f"(measured {ours['bytes'] / 1e6:.0f} MB)."
+        f"ragloom validate's estimate of the index: {pairs * BYTES_PER_PAIR / 1e6:.0f} MB of "
+        f"score matrix (measured {ours['bytes'] / 1e6:.0f} MB on disk, vocabulary included), "
+        f"{terms:,} vocabulary terms (measured {built_terms:,})."
     )
 
     # --- the linear model, checked on n, extrapolated to 21M ---

@@ -11,8 +11,10 @@ only:
 - a ``[reranker]``: ``candidates`` at least ``n_docs``.
 
 From the vector size and the decoder shape, validate estimates the memory one question needs
-(retrieval's ``n_docs`` doc vectors; decoding's ``n_docs * num_beams`` rows of key/value caches
-and vocabulary-wide log-probs) and refuses settings that cannot fit in the memory available.
+(retrieval's ``n_docs`` doc vectors, where a retriever searches a vector index; decoding's
+``n_docs * num_beams`` rows of key/value caches and vocabulary-wide log-probs) and refuses
+settings that cannot fit in the memory available. A text retriever (``bm25``) holds no doc
+vectors: its own preflight notes what its index and scoring hold.
 """
 
 from __future__ import annotations
@@ -138,7 +140,7 @@ def _check_memory(
     """Note the memory a question needs; refuse settings that cannot fit or cannot run."""
     generation, n_docs = spec.generation, spec.pipeline.n_docs
     per_document, parts = 0, []
-    if dim is not None:
+    if dim is not None and searches_vectors(spec):
         retrieval = DOC_VECTOR_COPIES * 4 * dim + ID_AND_SCORE_BYTES
         per_document += retrieval
         parts.append(f"retrieval {size(n_docs * retrieval)}")
@@ -169,6 +171,13 @@ def _check_memory(
             f"({', '.join(parts)}), and this machine has {size(available)} of memory "
             f"available. {advice}; lower n_docs, num_beams or max_length."
         )
+
+
+def searches_vectors(spec: Spec) -> bool:
+    """Whether retrieval gathers doc vectors: ``[retriever]``, or a retriever nested in it (a
+    hybrid's member), searches a vector index (``[retriever.index]``), as dense ones do."""
+    retriever = spec.components.get("retriever")
+    return retriever is not None and any(table.kind == "index" for _, table in retriever.nested())
 
 
 def _check_positions(max_length: int, shape: DecoderShape, result: Preflight) -> None:

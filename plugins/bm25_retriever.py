@@ -18,6 +18,7 @@ BM25 alone needs no encoder (``ragloom kb build`` with a spec without ``[encoder
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,6 +55,14 @@ ESTIMATE_SAMPLE = 1000
 """Passages ``ragloom validate`` tokenizes to estimate the index size."""
 BYTES_PER_PAIR = 8
 """Bytes of the sparse score matrix per (term, passage) pair: a float32 score, an int32 row."""
+BYTES_PER_TERM = 170
+"""Memory per vocabulary term of a loaded index: bm25s reads the vocabulary into a dict of term
+to id and a set of the ids (about 170 bytes a term on CPython 3.11, measured)."""
+BYTES_PER_PASSAGE_SCORED = 4 + 8
+"""Memory per passage while one question is scored: bm25s's float32 score of every passage and
+numpy's int64 ``argpartition`` of them (questions are scored one at a time)."""
+INDPTR_FILE = "indptr.csc.index.npy"
+"""bm25s's file of the score matrix's column pointers: one per vocabulary term, plus one."""
 SEARCH_ONLY = frozenset({"kb", "temperature", "build_index"})
 """The keys of ``Params`` that do not change what is built (the rest name the index)."""
 
@@ -146,8 +155,9 @@ class Bm25Retriever:
         encoder_fingerprint: str | None,
         **children: Any,
     ) -> tuple[list[str], list[str]]:
-        """What ``ragloom validate`` reports: the KB's size, the index's (or an estimate of
-        it), and an index built from other passages."""
+        """What ``ragloom validate`` reports: the KB's size and what scoring a question holds,
+        the index's memory (from its files, or estimated), and an index built from other
+        passages. BM25 holds no document vectors."""
         if params.kb.startswith(ASSET_PREFIX):
             return [
                 f"[retriever] kb {params.kb}: its passages and BM25 index built on first use"
@@ -158,23 +168,24 @@ class Bm25Retriever:
                 f"[retriever] kb {path}: not built yet (ragloom kb build; no [encoder] needed)"
             ], []
         manifest = KBManifest.read(path, "ragloom knowledge base")
-        notes = [f"[retriever] kb {path}: {manifest.count} passages"]
+        scoring = atomic.byte_size(manifest.count * BYTES_PER_PASSAGE_SCORED)
+        notes = [
+            f"[retriever] kb {path}: {manifest.count} passages; scoring a question holds about "
+            f"{scoring} (a score and a rank for every passage)"
+        ]
         index = index_path(path, params)
         if (index / MANIFEST_FILE).exists():
             built = IndexManifest.read(index, "ragloom index")
-            size = sum(record.size for record in (built.files or {}).values())
-            notes.append(
-                f"[retriever] bm25 index {index.name}: {atomic.byte_size(size)} on disk, "
-                f"memory-mapped"
-            )
+            notes.append(f"[retriever] bm25 index {index.name}: {built_memory(index, built)}")
             other = other_passages(index, built, manifest)
             return notes, [f"[retriever] {other}"] if other else []
-        pairs = estimate_pairs(KnowledgeBase.open(path), params)
+        pairs, terms = estimate_index(KnowledgeBase.open(path), params)
         notes.append(
             f"[retriever] bm25 index {index.name}: about "
-            f"{atomic.byte_size(pairs * BYTES_PER_PAIR)} "
-            f"({pairs} term-passage pairs, estimated from a sample; memory-mapped) plus the "
-            f"vocabulary; " + ("built on first use" if params.build_index else "not built")
+            f"{atomic.byte_size(pairs * BYTES_PER_PAIR)} memory-mapped ({pairs} term-passage "
+            f"pairs) and {atomic.byte_size(terms * BYTES_PER_TERM)} in memory (a vocabulary of "
+            f"{terms} terms by Heaps' law, fewer if it saturates), estimated from a sample; "
+            + ("built on first use" if params.build_index else "not built")
         )
         if not params.build_index:
             return notes, [f"[retriever] {not_built(index, path)}"]
@@ -355,12 +366,35 @@ def build_index(kb: KnowledgeBase, path: Path, params: Any, progress: bool = Tru
         ).write(temporary)
 
 
-def estimate_pairs(kb: KnowledgeBase, params: Any) -> int:
-    """The (term, passage) pairs of the index: the distinct terms of a sample of passages,
-    scaled to the KB."""
+def built_memory(path: Path, built: IndexManifest) -> str:
+    """The memory of the built index at ``path``: its files, memory-mapped, and its
+    vocabulary (the terms the score matrix has columns for), read into memory."""
+    size = sum(record.size for record in (built.files or {}).values())
+    terms = len(np.load(path / INDEX_SUBDIR / INDPTR_FILE, mmap_mode="r")) - 1
+    return (
+        f"{atomic.byte_size(size)} on disk, memory-mapped, and "
+        f"{atomic.byte_size(terms * BYTES_PER_TERM)} in memory (a vocabulary of {terms} terms)"
+    )
+
+
+def estimate_index(kb: KnowledgeBase, params: Any) -> tuple[int, int]:
+    """The index's (term, passage) pairs and vocabulary terms, from the terms of a sample of
+    passages: pairs scaled to the KB, terms by Heaps' law (:func:`estimate_terms`)."""
     count = len(kb)
     rows = np.unique(np.linspace(0, count - 1, num=min(count, ESTIMATE_SAMPLE)).astype(np.int64))
     sample = kb.passages.get(rows.tolist())
     terms = tokenize(params, passage_texts([p.title for p in sample], [p.text for p in sample]))
     distinct = sum(len(set(t)) for t in terms)
-    return round(distinct / len(sample) * count)
+    return round(distinct / len(sample) * count), estimate_terms(terms, count / len(sample))
+
+
+def estimate_terms(terms: Sequence[Sequence[str]], scale: float) -> int:
+    """The vocabulary of a corpus ``scale`` times the sample ``terms`` (one list per passage),
+    by Heaps' law ``V = K · n^β`` fit on the sample's first half and all of it."""
+    full = {term for passage in terms for term in passage}
+    half = {term for passage in terms[: len(terms) // 2] for term in passage}
+    tokens, half_tokens = sum(map(len, terms)), sum(map(len, terms[: len(terms) // 2]))
+    if scale <= 1 or not half or tokens == half_tokens:
+        return len(full)
+    beta = min(max(math.log(len(full) / len(half)) / math.log(tokens / half_tokens), 0.0), 1.0)
+    return round(len(full) * math.pow(scale, beta))

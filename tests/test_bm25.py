@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from ragloom import Pipeline
+from ragloom import Pipeline, atomic
 from ragloom.cli import main
 from ragloom.context import BuildContext
 from ragloom.errors import IndexFileError, MismatchError
@@ -269,6 +269,70 @@ def test_an_index_of_other_passages_is_refused(
         retriever(tmp_path, kb="other")
     assert main(["validate", str(spec(tmp_path, "other"))]) == 1
     assert "passages" in capsys.readouterr().err
+
+
+# --- ragloom validate: the index's memory, no document vectors -------------------------------
+
+
+def validate_notes(path: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    assert main(["validate", str(path)]) == 0
+    return capsys.readouterr().out
+
+
+def test_validate_estimates_the_index_then_reads_it(
+    tmp_path: Path, root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A KB smaller than the sample is estimated exactly: its (term, passage) pairs and terms
+    are those of the index built afterwards, whose files validate then reads."""
+    shutil.copytree(root / "kb", tmp_path / "kb", ignore=shutil.ignore_patterns("indexes"))
+    scoring = f"{len(DOCUMENTS)} passages; scoring a question holds about {12 * len(DOCUMENTS)} B"
+    estimated = validate_notes(spec(tmp_path), capsys)
+    model = retriever(tmp_path).model
+    pairs, terms = len(model.scores["data"]), len(model.vocab_dict)
+    assert scoring in estimated
+    assert (
+        f"about {pairs * 8} B memory-mapped ({pairs} term-passage pairs) and "
+        f"{atomic.byte_size(terms * 170)} in memory (a vocabulary of {terms} terms by Heaps' "
+        f"law, fewer if it saturates), estimated from a sample; built on first use"
+    ) in estimated
+    built = validate_notes(spec(tmp_path), capsys)
+    size = sum(f.stat().st_size for f in (tmp_path / "kb" / "indexes").glob("bm25-*/index/*"))
+    assert scoring in built
+    assert (
+        f": {atomic.byte_size(size)} on disk, memory-mapped, and "
+        f"{atomic.byte_size(terms * 170)} in memory (a vocabulary of {terms} terms)"
+    ) in built
+
+
+def test_heaps_law_extrapolates_the_vocabulary() -> None:
+    new_words = [[f"w{p}-{i}" for i in range(5)] for p in range(10)]  # every term new: V ~ n
+    same_words = [["a", "b", "c"] for _ in range(10)]  # no new term after the first: V ~ 1
+    assert bm25_retriever.estimate_terms(new_words, 1.0) == 50, "the sample is the corpus"
+    assert bm25_retriever.estimate_terms(new_words, 20.0) == 1000
+    assert bm25_retriever.estimate_terms(same_words, 20.0) == 3
+
+
+def test_validate_counts_no_document_vectors_for_bm25(
+    tmp_path: Path, root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With an [encoder] whose vector size validate reads, a dense retriever's question holds
+    doc vectors and bm25's none: no retrieval memory is estimated for it."""
+    from ragloom.testing.tiny_models import bert_dir
+
+    model = bert_dir(tmp_path / "bert")
+    encoder = f'[encoder]\ntype = "dpr"\npath = "{model}"\n'
+    bm25 = tmp_path / "bm25.toml"
+    bm25.write_text(SPEC.format(kb=root / "kb") + encoder, encoding="utf-8")
+    out = validate_notes(bm25, capsys)
+    assert "[encoder] fingerprint" in out and "[retriever] kb" in out
+    assert "per question" not in out
+    dense = tmp_path / "dense.toml"
+    dense.write_text(
+        f'schema = 1\n{encoder}[retriever]\ntype = "dense"\nkb = "{tmp_path / "none"}"\n'
+        f'[retriever.index]\ntype = "faiss-exact"\n',
+        encoding="utf-8",
+    )
+    assert "per question (retrieval" in validate_notes(dense, capsys)
 
 
 # --- knowledge bases without an encoder ----------------------------------------------------------

@@ -336,6 +336,7 @@ def test_validate(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "[retriever.members.dense.index]  faiss-exact" in out
     assert f"[retriever.members.dense] kb {workspace / 'kb'}: {COUNT} passages" in out
     assert f"[retriever.members.bm25] kb {workspace / 'kb'}: {COUNT} passages" in out
+    assert "per question (retrieval" in out, "the dense member gathers doc vectors"
     assert main(["validate", str(workspace / "other-rrf.toml")]) == 1
     err = capsys.readouterr().err
     assert f"[retriever.members.dense] kb {workspace / 'kb'} was encoded by" in err
