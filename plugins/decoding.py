@@ -21,6 +21,9 @@ as it treats an EOS candidate: finished, with its length-normalized score, if it
 stop strings (decoding the tokens) is its caller's business. It runs in Python once per running
 row (greedy) or per candidate that did not end at EOS (beam, ``2 * beams`` per problem) per step.
 
+:func:`greedy_steps` yields greedy search's hypotheses after every step (streaming);
+:func:`greedy_search` runs it to its end.
+
 The search does not know the model. It calls ``advance(tokens)`` with ``int64 [n * beams, t]``
 tokens (the whole prefix first, then one token) and gets ``float32 [n * beams, V]`` log-probs, and
 calls ``reorder(rows)`` when beams are reordered (``rows`` indexes the previous ``n * beams``).
@@ -29,7 +32,8 @@ calls ``reorder(rows)`` when beams are reordered (``rows`` indexes the previous 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -134,18 +138,26 @@ def _ban_repeated_ngrams(scores: torch.Tensor, tokens: torch.Tensor, size: int) 
     return scores.masked_fill(banned[:, :vocab], -math.inf)
 
 
-def greedy_search(advance: Advance, n: int, settings: SearchSettings) -> Hypotheses:
-    """The argmax token at every step until EOS or ``max_length``; one hypothesis per problem."""
+def greedy_steps(advance: Advance, n: int, settings: SearchSettings) -> Iterator[Hypotheses]:
+    """Greedy search one step at a time, for streaming: after every step, the hypotheses so far
+    (one per problem, a finished one as it ended, ``tokens`` as wide as the longest); the last
+    is :func:`greedy_search`'s result. Nothing when ``max_length`` leaves no room after the prefix.
+
+    ``advance`` runs for a step only when its state is asked for. A yielded ``tokens`` is a view
+    of the search's buffer that later steps do not write (they write the positions after it):
+    read it, copy it, do not write to it.
+    """
     prefix = torch.tensor(list(settings.prefix), dtype=torch.int64)
-    max_length = settings.generation.max_length
-    tokens = torch.full((n, max(max_length, len(prefix))), settings.pad_token_id, dtype=torch.int64)
-    tokens[:, : len(prefix)] = prefix
-    lengths = torch.full((n,), len(prefix), dtype=torch.int64)
+    max_length, length = settings.generation.max_length, len(prefix)
+    if length >= max_length:
+        return
+    tokens = torch.full((n, max_length), settings.pad_token_id, dtype=torch.int64)
+    tokens[:, :length] = prefix
+    lengths = torch.full((n,), length, dtype=torch.int64)
     total = torch.zeros(n)
     running = torch.ones(n, dtype=torch.bool)
-    length = len(prefix)
     logprobs = advance(tokens[:, :length])
-    while length < max_length:
+    while True:
         processed = settings.process(logprobs.float(), tokens[:, :length])
         chosen = processed.argmax(dim=-1)
         gained = processed.gather(1, chosen[:, None]).squeeze(1)
@@ -154,12 +166,19 @@ def greedy_search(advance: Advance, n: int, settings: SearchSettings) -> Hypothe
         lengths += running.long()
         running &= chosen != settings.eos_token_id
         running &= ~settings.ends(tokens[:, : length + 1], running)
-        length += 1
+        length += 1  # the longest hypothesis: a row that ran this step has this length
+        summed = total[:, None].clone()
+        yield Hypotheses(tokens[:, None, :length], lengths[:, None].clone(), summed, summed)
         if not running.any() or length >= max_length:
-            break
+            return
         logprobs = advance(tokens[:, length - 1 : length])
-    tokens = tokens[:, : int(lengths.max())]
-    return Hypotheses(tokens[:, None], lengths[:, None], total[:, None], total[:, None])
+
+
+def greedy_search(advance: Advance, n: int, settings: SearchSettings) -> Hypotheses:
+    """The argmax token at every step until EOS or ``max_length``; one hypothesis per problem
+    (:func:`greedy_steps` to its end; the bare prefix when there is no room for a step)."""
+    last = deque(greedy_steps(advance, n, settings), maxlen=1)
+    return last[0] if last else prefix_only(n, settings)
 
 
 def _gather(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,7 +10,14 @@ import pytest
 import torch
 from transformers import BartConfig, BartForConditionalGeneration
 
-from ragloom.plugins.decoding import Hypotheses, SearchSettings, Stopped, search
+from ragloom.plugins.decoding import (
+    Hypotheses,
+    SearchSettings,
+    Stopped,
+    greedy_search,
+    greedy_steps,
+    search,
+)
 from ragloom.spec import GenerationSettings
 
 PAD, BOS, EOS = 1, 0, 2
@@ -225,3 +233,46 @@ def test_a_stop_hook_ends_hypotheses_as_eos_does(
     if num_beams > 1:  # finished hypotheses are ranked length-normalized
         normalized = hooked.logprobs / (hooked.lengths - 1).float() ** length_penalty
         torch.testing.assert_close(hooked.scores, normalized)
+
+
+class Counting(Markov):
+    """:class:`Markov`, counting its calls."""
+
+    def __init__(self, n: int, beams: int) -> None:
+        super().__init__(n, beams)
+        self.calls = 0
+
+    def advance(self, tokens: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return super().advance(tokens)
+
+
+def test_greedy_steps_stream_greedy_search_one_token_at_a_time() -> None:
+    settings = SearchSettings(GenerationSettings(max_length=12), [BOS, 5], 9, PAD, None)
+    model = Counting(3, 1)
+    states: list[Hypotheses] = []
+    seen: list[torch.Tensor] = []
+    for state in greedy_steps(model.advance, 3, settings):
+        assert model.calls == len(states) + 1  # the model runs for a step only when it is asked
+        states.append(state)
+        seen.append(state.tokens.clone())
+    result = greedy_search(Markov(3, 1).advance, 3, settings)
+    for field in ("tokens", "lengths", "scores", "logprobs"):
+        assert torch.equal(getattr(states[-1], field), getattr(result, field)), field
+    final = states[-1].lengths.view(-1)
+    assert int(final.min()) < 12 == int(final.max()), "rows should end both early and at the limit"
+    for step, state in enumerate(states):
+        assert state.tokens.shape == (3, 1, 2 + step + 1)  # one token more each step
+        assert torch.equal(state.tokens, seen[step])  # later steps did not write it
+    for earlier, later in itertools.pairwise(states):
+        assert torch.equal(later.tokens[..., :-1], earlier.tokens)
+        grew = later.lengths - earlier.lengths
+        finished = earlier.lengths < earlier.tokens.shape[-1]
+        assert set(grew.view(-1).tolist()) <= {0, 1} and not bool(grew[finished].any())
+
+
+def test_greedy_steps_yield_nothing_without_room_for_a_step() -> None:
+    settings = SearchSettings(GenerationSettings(max_length=2), [BOS, 5], EOS, PAD, None)
+    model = Counting(2, 1)
+    assert list(greedy_steps(model.advance, 2, settings)) == [] and model.calls == 0
+    assert greedy_search(model.advance, 2, settings).as_lists() == [[[BOS, 5]], [[BOS, 5]]]
