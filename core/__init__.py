@@ -13,13 +13,14 @@ from .errors import (
     UnknownComponentError,
 )
 from .hookspecs import hookimpl
-from .pipeline import Pipeline
+from .pipeline import AnswerStream, Pipeline
 from .plugin_manager import get_registry
 from .protocols import Answer, Passage, PassageText, Retrieved
 from .spec import Spec, load_spec
 
 __all__ = [
     "Answer",
+    "AnswerStream",
     "DuplicateComponentError",
     "MissingComponentError",
     "MissingExtraError",

@@ -8,18 +8,21 @@ it. A method whose component the spec does not declare raises :class:`MissingCom
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator as Generator_
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from . import stop_strings
 from .context import BuildContext
 from .errors import MissingComponentError, ParameterError, QuestionError, SpecError
 from .kinds import ENCODER, GENERATOR, MARGINALIZER, RERANKER, RETRIEVER, C, Kind
 from .protocols import (
     Answer,
     ChecksEncoder,
+    Decoded,
     Encoder,
     FusesDocuments,
     Generator,
@@ -31,6 +34,7 @@ from .protocols import (
     Retrieved,
     Retriever,
     RewritesQuestions,
+    StreamsDecoding,
     candidates_problem,
     reader_problem,
 )
@@ -41,6 +45,26 @@ from .spec.problems import describe
 
 if TYPE_CHECKING:
     import torch
+
+
+class AnswerStream:
+    """One answer as it is decoded (:meth:`Pipeline.stream`): iterating yields pieces of its
+    text; ``passages`` are known from the start (the documents read, best first); ``answer``
+    is the :class:`Answer` once iteration has ended."""
+
+    def __init__(self, passages: list[Passage], pieces: Generator_[str, None, Answer]) -> None:
+        self.passages = passages
+        self._answer: Answer | None = None
+        self._pieces = pieces
+
+    def __iter__(self) -> Iterator[str]:
+        self._answer = yield from self._pieces
+
+    @property
+    def answer(self) -> Answer:
+        if self._answer is None:
+            raise ParameterError("AnswerStream.answer: read the stream to its end first.")
+        return self._answer
 
 
 class Pipeline:
@@ -221,6 +245,54 @@ class Pipeline:
         with torch.inference_mode():
             return self._answer(questions, _columns(retrieved, self.spec.pipeline.n_docs), settings)
 
+    def stream(self, question: str, **generation: Any) -> AnswerStream:
+        """The answer to one question as it is decoded: iterate the returned
+        :class:`AnswerStream` for pieces of text, which join to ``generate([question])[0].text``.
+
+        Pieces come as greedy search picks tokens when the marginalizer
+        :class:`StreamsDecoding` (rag-token, fusion) and ``num_beams`` is 1. rag-sequence and
+        beam search know their answer only at the end (rag-sequence ranks whole answers, beam
+        search may still reorder its beams): then the one piece is the whole answer. Text that
+        may still become a ``[generation] stop`` string is held back until it is known not to.
+        Retrieval runs before this returns; decoding runs as the stream is read, in the reading
+        thread (read a stream from one thread).
+        """
+        import torch
+
+        settings = self._generation_settings(generation)
+        _check_questions([question])
+        self._require_reader()
+        with torch.inference_mode():
+            retrieved = _found_documents([question], self._retrieve([question], None))
+        found = [passage for passage in retrieved.passages[0] if passage.id >= 0]
+        return AnswerStream(found, self._pieces(question, retrieved, settings))
+
+    def _pieces(
+        self, question: str, retrieved: Retrieved, settings: GenerationSettings
+    ) -> Generator_[str, None, Answer]:
+        """The text pieces of one answer, then (as the generator's return value) the answer."""
+        import torch
+
+        generator, marginalizer = self.generator, self.marginalizer
+        shown = ""
+        with torch.inference_mode():
+            state = self._start([question], retrieved)
+            prior = _doc_logprior(retrieved)
+            if isinstance(marginalizer, StreamsDecoding) and settings.num_beams == 1:
+                for decoded in marginalizer.stream(generator, state, prior, settings):
+                    text = generator.decode(self._answer_tokens(decoded.sequences[0]))
+                    settled = text[: stop_strings.settled(text, settings.stop)]
+                    if settled.startswith(shown) and len(settled) > len(shown):
+                        settled = settled.removesuffix("\ufffd")  # half a character so far
+                        yield settled[len(shown) :]
+                        shown = settled
+            else:
+                decoded = marginalizer.decode(generator, state, prior, settings)
+        (answer,) = self._answers(decoded, retrieved, settings)
+        if answer.text.startswith(shown) and len(answer.text) > len(shown):
+            yield answer.text[len(shown) :]
+        return answer
+
     def _require_reader(self) -> None:
         """Build generator and marginalizer before any retrieval: a spec without them fails
         before work is done."""
@@ -230,19 +302,31 @@ class Pipeline:
     def _answer(
         self, questions: Sequence[str], retrieved: Retrieved, settings: GenerationSettings
     ) -> list[Answer]:
-        generator, marginalizer = self.generator, self.marginalizer
+        marginalizer = self.marginalizer
         retrieved = _found_documents(questions, retrieved)
         state = self._start(questions, retrieved)
-        decoded = marginalizer.decode(generator, state, _doc_logprior(retrieved), settings)
+        decoded = marginalizer.decode(self.generator, state, _doc_logprior(retrieved), settings)
+        return self._answers(decoded, retrieved, settings)
+
+    def _answers(
+        self, decoded: Decoded, retrieved: Retrieved, settings: GenerationSettings
+    ) -> list[Answer]:
+        generator = self.generator
         answers = []
-        opening = len(generator.start_token_ids)
         for sequence, score, passages in zip(
             decoded.sequences, decoded.scores.tolist(), retrieved.passages, strict=True
         ):
-            tokens = [t for t in sequence[opening:] if t not in generator.special_token_ids]
+            tokens = self._answer_tokens(sequence)
             found = [passage for passage in passages if passage.id >= 0]
-            answers.append(Answer(generator.decode(tokens), float(score), tokens, found))
+            text = stop_strings.cut_at_stop(generator.decode(tokens), settings.stop)
+            answers.append(Answer(text, float(score), tokens, found))
         return answers
+
+    def _answer_tokens(self, sequence: list[int]) -> list[int]:
+        """A decoded sequence without the generator's start tokens and special tokens."""
+        generator = self.generator
+        special = generator.special_token_ids
+        return [t for t in sequence[len(generator.start_token_ids) :] if t not in special]
 
     def loss(
         self,

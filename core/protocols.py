@@ -15,7 +15,7 @@ Torch appears only in annotations, so importing this module stays light.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
@@ -105,7 +105,8 @@ class Answer:
     log-probability (rag-token: the sum of the doc-marginalized token log-probabilities;
     rag-sequence: log Σ_z p(z|x) p(y|x,z)), divided by ``length ** length_penalty`` in beam search.
     ``token_ids`` are the generated ids after the generator's start tokens, special tokens left
-    out; ``passages`` are the documents the answer was generated from, best first.
+    out (with the tokens of a ``[generation] stop`` string that ended it, whose text ``text``
+    leaves out); ``passages`` are the documents the answer was generated from, best first.
     """
 
     text: str
@@ -459,6 +460,18 @@ class FusesDocuments(Protocol):
     ) -> Any: ...
 
 
+@runtime_checkable
+class StreamsDecoding(Protocol):
+    """A marginalizer whose greedy decoding can be watched as it goes (``Pipeline.stream``):
+    ``stream(generator, state, doc_logprior, settings)`` → an iterator of :class:`Decoded`, the
+    best hypothesis of each question after every step of greedy search (``settings.num_beams``
+    is 1), each extending the one before; the last equals what ``decode`` returns."""
+
+    def stream(
+        self, generator: Generator, state: Any, doc_logprior: torch.Tensor, settings: Any
+    ) -> Iterator[Decoded]: ...
+
+
 def reader_problem(marginalizer: object, generator: object, generator_type: str) -> str | None:
     """Why the registered ``marginalizer`` class cannot drive the ``generator`` class (of
     ``[generator] type = generator_type``); None when it can. ``ragloom validate`` and
@@ -488,6 +501,7 @@ CAPABILITIES: tuple[type, ...] = (
     SampledTraining,
     FusedReading,
     FusesDocuments,
+    StreamsDecoding,
 )
 """Every optional capability a component may declare (docs/plugins.md, "Capabilities")."""
 

@@ -441,8 +441,10 @@ class CausalLMGenerator:
         return labels.to(self.device)
 
     def decode(self, token_ids: Sequence[int]) -> str:
+        """The text of ``token_ids``, without special tokens and without the space that
+        follows the answer opening (a trailing newline is kept: it may be a stop string)."""
         text: str = self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
-        return text.strip()
+        return text.lstrip()
 
 
 def _cap_dropping(texts: Sequence[Sequence[int]], cap: int, excess: int) -> int:

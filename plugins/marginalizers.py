@@ -10,7 +10,7 @@ when that position is padding (a target of a single token).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -20,9 +20,19 @@ from ragloom.context import BuildContext
 from ragloom.errors import RagloomError
 from ragloom.protocols import Decoded, ForcesEos, FusedReading, Generator, PassageText
 from ragloom.spec import GenerationSettings
+from ragloom.stop_strings import first_stop
 from ragloom.tensors import shift_left
 
-from .decoding import Hypotheses, SearchSettings, search
+from .decoding import (
+    Advance,
+    Hypotheses,
+    Reorder,
+    SearchSettings,
+    Stopped,
+    greedy_steps,
+    prefix_only,
+    search,
+)
 
 _RESCORE_BUDGET = 64 * 2**20
 """Log-prob values (float32) one rescoring chunk may hold: 256 MiB."""
@@ -39,24 +49,60 @@ def _search_settings(generator: Generator, settings: GenerationSettings) -> Sear
         forced_eos_token_id=(
             generator.forced_eos_token_id if isinstance(generator, ForcesEos) else None
         ),
+        stopped=_stop_hook(generator, settings.stop) if settings.stop else None,
     )
 
 
-def _search_rows(
-    generator: Generator, state: Any, contexts: int, settings: GenerationSettings, num_return: int
-) -> Hypotheses:
-    """A search of its own for each of the ``contexts`` rows of ``state`` (each row's beams
-    read that row alone); the best ``num_return`` hypotheses of each."""
-    beams = settings.num_beams
+def _stop_hook(generator: Generator, stop: Sequence[str]) -> Stopped:
+    """Ends a hypothesis once its decoded text holds one of the ``stop`` strings."""
+
+    def stopped(tokens: Sequence[int]) -> bool:
+        return first_stop(generator.decode(tokens), stop) is not None
+
+    return stopped
+
+
+def _per_row(
+    generator: Generator, state: Any, contexts: int, beams: int
+) -> tuple[Advance, Reorder]:
+    """The search callbacks when each of the ``contexts`` rows of ``state`` is a problem of its
+    own (its ``beams`` hypotheses read that row alone)."""
     decoding = _Decoding(generator, state, torch.arange(contexts).repeat_interleave(beams))
 
     def advance(tokens: torch.Tensor) -> torch.Tensor:
         logprobs, first = decoding.step(tokens)
         return logprobs.repeat_interleave(beams, dim=0) if first else logprobs
 
-    return search(
-        advance, decoding.select, contexts, _search_settings(generator, settings), num_return
-    )
+    return advance, decoding.select
+
+
+def _search_rows(
+    generator: Generator, state: Any, contexts: int, settings: GenerationSettings, num_return: int
+) -> Hypotheses:
+    """A search of its own for each of the ``contexts`` rows of ``state``; the best
+    ``num_return`` hypotheses of each."""
+    advance, reorder = _per_row(generator, state, contexts, settings.num_beams)
+    return search(advance, reorder, contexts, _search_settings(generator, settings), num_return)
+
+
+def _best(found: Hypotheses) -> Decoded:
+    """The best hypothesis of each problem."""
+    return Decoded([rows[0] for rows in found.as_lists()], found.scores[:, 0])
+
+
+def _streamed(
+    advance: Advance, n: int, generator: Generator, settings: GenerationSettings
+) -> Iterator[Decoded]:
+    """Greedy search of ``n`` problems, the best hypotheses after every step (the last is the
+    search's result; the bare prefix when ``max_length`` leaves no room after it)."""
+    if settings.num_beams != 1:
+        raise ValueError(f"streaming is greedy: num_beams = 1, not {settings.num_beams}")
+    search_settings = _search_settings(generator, settings)
+    if settings.max_length <= len(search_settings.prefix):
+        yield _best(prefix_only(n, search_settings))
+        return
+    for found in greedy_steps(advance, n, search_settings):
+        yield _best(found)
 
 
 class _Decoding:
@@ -149,15 +195,12 @@ class RagToken(_Marginalizer):
         mixed = self.mix(logprobs, doc_logprior)  # [B, T, V]
         return _token_loss(mixed, targets, pad_token_id, reduce, label_smoothing)
 
-    def decode(
-        self,
-        generator: Generator,
-        state: Any,
-        doc_logprior: torch.Tensor,
-        settings: GenerationSettings,
-    ) -> Decoded:
+    def _mixture(
+        self, generator: Generator, state: Any, doc_logprior: torch.Tensor, beams: int
+    ) -> tuple[Advance, Reorder]:
+        """The search callbacks over the doc-mixed distribution: ``B * beams`` hypotheses, each
+        reading its question's ``k`` documents."""
         batch, k = doc_logprior.shape
-        beams = settings.num_beams
         rows = torch.arange(batch * k).view(batch, 1, k).expand(batch, beams, k).reshape(-1)
         decoding = _Decoding(generator, state, rows)
         prior = doc_logprior.repeat_interleave(beams, dim=0)
@@ -173,8 +216,28 @@ class RagToken(_Marginalizer):
         def reorder(beam_rows: torch.Tensor) -> None:
             decoding.select((beam_rows[:, None] * k + torch.arange(k)).view(-1))
 
-        found = search(advance, reorder, batch, _search_settings(generator, settings))
-        return Decoded([rows[0] for rows in found.as_lists()], found.scores[:, 0])
+        return advance, reorder
+
+    def decode(
+        self,
+        generator: Generator,
+        state: Any,
+        doc_logprior: torch.Tensor,
+        settings: GenerationSettings,
+    ) -> Decoded:
+        advance, reorder = self._mixture(generator, state, doc_logprior, settings.num_beams)
+        found = search(advance, reorder, len(doc_logprior), _search_settings(generator, settings))
+        return _best(found)
+
+    def stream(
+        self,
+        generator: Generator,
+        state: Any,
+        doc_logprior: torch.Tensor,
+        settings: GenerationSettings,
+    ) -> Iterator[Decoded]:
+        advance, _ = self._mixture(generator, state, doc_logprior, 1)
+        return _streamed(advance, len(doc_logprior), generator, settings)
 
 
 class RagSequence(_Marginalizer):
@@ -381,5 +444,14 @@ class Fusion(_Marginalizer):
         doc_logprior: torch.Tensor,
         settings: GenerationSettings,
     ) -> Decoded:
-        found = _search_rows(generator, state, doc_logprior.shape[0], settings, 1)
-        return Decoded([rows[0] for rows in found.as_lists()], found.scores[:, 0])
+        return _best(_search_rows(generator, state, len(doc_logprior), settings, 1))
+
+    def stream(
+        self,
+        generator: Generator,
+        state: Any,
+        doc_logprior: torch.Tensor,
+        settings: GenerationSettings,
+    ) -> Iterator[Decoded]:
+        advance, _ = _per_row(generator, state, len(doc_logprior), 1)
+        return _streamed(advance, len(doc_logprior), generator, settings)

@@ -12,6 +12,10 @@ from .common import add_set_option, spec_from_args
 
 def print_answer(answer: Answer, show_passages: bool, indent: str = "") -> None:
     print(f"{indent}{answer.text or '(empty answer)'}    [score {answer.score:.2f}]")
+    print_passages(answer, show_passages, indent)
+
+
+def print_passages(answer: Answer, show_passages: bool, indent: str = "") -> None:
     if show_passages:
         for rank, passage in enumerate(answer.passages, start=1):
             snippet = textwrap.shorten(passage.text, 110)
@@ -22,8 +26,16 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from ..pipeline import Pipeline
 
     pipeline = Pipeline.from_spec(spec_from_args(args.spec, args.set))
-    (answer,) = pipeline.generate([args.question])
-    print_answer(answer, args.show_passages)
+    if not args.stream:
+        (answer,) = pipeline.generate([args.question])
+        print_answer(answer, args.show_passages)
+        return 0
+    stream = pipeline.stream(args.question)
+    for piece in stream:
+        print(piece, end="", flush=True)
+    answer = stream.answer
+    print(f"{'' if answer.text else '(empty answer)'}    [score {answer.score:.2f}]")
+    print_passages(answer, args.show_passages)
     return 0
 
 
@@ -32,5 +44,11 @@ def add_to(commands: Any) -> None:
     ask.add_argument("spec", help="path to a TOML spec")
     ask.add_argument("question")
     ask.add_argument("--show-passages", action="store_true", help="list the retrieved passages")
+    ask.add_argument(
+        "--stream",
+        action="store_true",
+        help="print the answer as it is decoded (rag-token and fusion in greedy search; "
+        "otherwise it comes whole)",
+    )
     add_set_option(ask)
     ask.set_defaults(handler=cmd_ask)

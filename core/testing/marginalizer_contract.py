@@ -10,12 +10,13 @@ question; the tests of per-document mixing (order, prior gradients) do not apply
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
 import torch
 
-from ..protocols import Decoded, FusesDocuments, Marginalizer, PassageText
+from ..protocols import Decoded, FusesDocuments, Marginalizer, PassageText, StreamsDecoding
 from ..spec.model import GenerationSettings
 from ..tensors import shift_left
 from .table_generator import TableGenerator
@@ -261,3 +262,23 @@ class MarginalizerContract:
             reduce=False,
         )
         torch.testing.assert_close(decoded.scores, -loss)
+
+    def test_streaming_extends_the_answer_until_decodes_result(
+        self, marginalizer: Any, generator: Any
+    ) -> None:
+        streams = isinstance(marginalizer, StreamsDecoding)  # a bool: marginalizer stays Any
+        if not streams:
+            pytest.skip("not StreamsDecoding")
+        passages = passages_for(2, 3)
+        settings = GenerationSettings(max_length=self.max_length(generator))
+        state = self.start(marginalizer, generator, QUESTIONS[:2], passages)
+        steps = list(marginalizer.stream(generator, state, random_prior(2, 3), settings))
+        decoded = self._decode(marginalizer, generator, 2, 3)
+        assert steps[-1].sequences == decoded.sequences
+        torch.testing.assert_close(steps[-1].scores, decoded.scores)
+        for before, after in itertools.pairwise(steps):
+            for shorter, longer in zip(before.sequences, after.sequences, strict=True):
+                assert longer[: len(shorter)] == shorter and len(longer) <= len(shorter) + 1
+        assert len(steps) == max(len(s) for s in decoded.sequences) - len(
+            generator.start_token_ids
+        ), "one state per generated token"
