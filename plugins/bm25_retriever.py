@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -241,20 +242,34 @@ class Bm25Retriever:
         )
 
 
+class _ThreadStemmers(threading.local):
+    """Each thread's PyStemmer stemmers, by language: a Stemmer is not thread-safe, and it
+    caches the words it has stemmed, so a new one per call would stem every word again."""
+
+    def __init__(self) -> None:
+        self.by_language: dict[str, Any] = {}
+
+    def get(self, language: str) -> Any:
+        """This thread's stemmer of ``language``, made on its first use."""
+        if language not in self.by_language:
+            import Stemmer
+
+            self.by_language[language] = Stemmer.Stemmer(language)
+        return self.by_language[language]
+
+
+_stemmers = _ThreadStemmers()
+
+
 def tokenize(params: Any, texts: Sequence[str]) -> list[list[str]]:
     """``texts`` as BM25 terms under ``params`` (lowercase, stopwords, stemmer)."""
     import bm25s
 
-    stemmer = None
-    if params.stemmer != "none":
-        import Stemmer
-
-        stemmer = Stemmer.Stemmer(params.stemmer)  # one per call: a Stemmer is not thread-safe
     tokens: list[list[str]] = bm25s.tokenize(
         list(texts),
         lower=params.lowercase,
         stopwords=None if params.stopwords == "none" else params.stopwords,
-        stemmer=stemmer,
+        stemmer=None if params.stemmer == "none" else _stemmers.get(params.stemmer),
         return_ids=False,
         show_progress=False,
     )

@@ -181,6 +181,18 @@ def test_the_tokenization_follows_the_settings(root: Path) -> None:
     assert exact.ids[0].tolist() == [2, -1, -1]
 
 
+def test_each_thread_keeps_its_stemmer() -> None:
+    """A Stemmer is not thread-safe but caches what it stemmed: one per thread, reused."""
+    stemmers = bm25_retriever._stemmers
+    mine = stemmers.get("english")
+    assert stemmers.get("english") is mine
+    theirs: list[Any] = []
+    thread = threading.Thread(target=lambda: theirs.append(stemmers.get("english")))
+    thread.start()
+    thread.join()
+    assert theirs[0] is not mine and type(theirs[0]) is type(mine)
+
+
 # --- the index: a derived artifact of the KB ---------------------------------------------------
 
 
