@@ -46,6 +46,13 @@ class DenseRetriever:
             default=False,
             description="use the KB/index even if encoder or passages differ (logged loudly)",
         )
+        temperature: float = Field(
+            default=1.0,
+            gt=0,
+            allow_inf_nan=False,
+            description="the document prior is softmax(q · d / temperature); 1 as DPR and "
+            "transformers' RAG, about 0.05 for encoders of unit vectors (cosine scores)",
+        )
 
     def __init__(
         self,
@@ -128,6 +135,8 @@ class DenseRetriever:
         doc_vectors = torch.from_numpy(self.kb.vectors(ids))
         exact = doc_vectors.to(device=queries.device, dtype=queries.dtype)
         doc_scores = torch.bmm(queries.unsqueeze(1), exact.transpose(1, 2)).squeeze(1)
+        if self.params.temperature != 1.0:  # 1: transformers' doc scores, bit for bit
+            doc_scores = doc_scores / self.params.temperature
         flat = ids[ids >= 0]
         texts = {p.id: p for p in self.kb.passages.get(np.unique(flat).tolist())}
         passages = [

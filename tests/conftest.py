@@ -131,3 +131,27 @@ def toy_registry(registry: Registry, register: Registrar) -> Registry:
 
     register_toys(register)
     return registry
+
+
+@pytest.fixture(scope="session")
+def tiny_rag(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Writes specs over one tiny RAG checkpoint (transformers' RagTokenForGeneration, a
+    64-wide BART) and its imported knowledge base of 120 passages, built once per session:
+    ``tiny_rag(name, marginalizer=..., n_docs=..., max_length=...)`` → the spec's path."""
+    import faiss
+
+    from ragloom import Pipeline
+    from ragloom.kb.hf import import_hf
+    from ragloom.testing.tiny_models import Size, rag_checkpoint, rag_spec, recipe_knowledge_base
+
+    root = tmp_path_factory.mktemp("tiny-rag")
+    checkpoint, _, context = rag_checkpoint(root, seed=3, size=Size(generator_hidden=64))
+    passages, index = recipe_knowledge_base(root, context, faiss.IndexFlatIP(32))
+
+    def write(name: str, **settings: object) -> Path:
+        path = root / f"{name}.toml"
+        path.write_text(rag_spec(checkpoint, context, root / "kb", **settings))  # type: ignore[arg-type]
+        return path
+
+    import_hf(passages, root / "kb", index, Pipeline.from_spec(write("spec")).encoder, "dpr")
+    return write

@@ -5,22 +5,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
-import faiss
 import pytest
 import torch
 from pydantic import BaseModel, ConfigDict
 
 from ragloom import Pipeline, SpecError
-from ragloom.kb.hf import import_hf
 from ragloom.registry import Registrar, Registry
 from ragloom.testing.tiny_models import (
-    Size,
     causal_lm_dir,
-    rag_checkpoint,
-    rag_spec,
-    recipe_knowledge_base,
 )
 
 QUESTIONS = ["who wrote animal farm", "paris capital of france", "what runs through paris"]
@@ -28,14 +24,9 @@ TARGETS = ["orwell", "paris", "the seine"]
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("fusion")
-    checkpoint, _, context = rag_checkpoint(root, seed=3, size=Size(generator_hidden=64))
-    passages, index = recipe_knowledge_base(root, context, faiss.IndexFlatIP(32))
-    spec = root / "fid.toml"
-    spec.write_text(rag_spec(checkpoint, context, root / "kb", "fusion", n_docs=4, max_length=12))
-    import_hf(passages, root / "kb", index, Pipeline.from_spec(spec).encoder, "dpr")
-    return root
+def root(tiny_rag: Callable[..., Path]) -> Path:
+    """The directory of ``fid.toml``: fusion over four passages."""
+    return tiny_rag("fid", marginalizer="fusion", n_docs=4, max_length=12).parent
 
 
 def reference_fid(pipeline: Pipeline, questions: list[str], num_beams: int) -> list[list[int]]:
@@ -98,9 +89,16 @@ def test_fid_loss_is_the_fused_likelihood_and_trains_the_generator(root: Path) -
 
 
 def test_in_context_reading_with_a_causal_lm(root: Path, caplog: pytest.LogCaptureFixture) -> None:
-    model = causal_lm_dir(root / "lm", seed=2)
+    model = causal_lm_dir(root / "fusion-lm", seed=2)
+    table = {"type": "causal-lm", "path": str(model)}
+    full = Pipeline.from_spec(root / "fid.toml", {"generator": table})
+    passages = full.retrieve(QUESTIONS[:1]).passages[0]
+    length = len(full.generator.fused_prompt_ids(QUESTIONS[0], passages)[0])  # type: ignore[attr-defined]
+    empty = [replace(passage, text="") for passage in passages]
+    bare = len(full.generator.fused_prompt_ids(QUESTIONS[0], empty)[0])  # type: ignore[attr-defined]
+    limit = (length + bare) // 2  # room for about half of the passages' text
     overrides = {
-        "generator": {"type": "causal-lm", "path": str(model), "max_fused_prompt_length": 160},
+        "generator": {**table, "max_fused_prompt_length": limit},
         "generation.max_length": 6,
     }
     pipeline = Pipeline.from_spec(root / "fid.toml", overrides)
@@ -109,14 +107,16 @@ def test_in_context_reading_with_a_causal_lm(root: Path, caplog: pytest.LogCaptu
         pipeline.generate(QUESTIONS)
     assert len(answers) == 3 and all(isinstance(a.text, str) for a in answers)
     said = [r.getMessage() for r in caplog.records if "max_fused_prompt_length" in r.getMessage()]
-    assert len(said) == 1 and "3 of 3 fused prompts" in said[0], "said once, with counts"
+    assert len(said) == 1 and "of 3 fused prompts" in said[0], "said once, with counts"
     prompt, cut = pipeline.generator.fused_prompt_ids(  # type: ignore[attr-defined]
         QUESTIONS[0], answers[0].passages
     )
-    assert cut and len(prompt) <= 160, "four passages do not fit 160 tokens: they are cut"
+    assert cut and len(prompt) <= limit, "four passages do not fit: they are cut to fit"
     text = pipeline.generator.tokenizer.decode(prompt)  # type: ignore[attr-defined]
     assert text.count("Passage (") == 4 and QUESTIONS[0] in text
     assert "Answer the question from the passages" in text, "the instruction is kept"
+    for passage in answers[0].passages:
+        assert passage.text.split()[0] in text, "every passage keeps its beginning"
 
 
 class PerPassage:
