@@ -7,10 +7,12 @@ every finished question; the summary, the resolved spec and the index manifests 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,11 +21,13 @@ from .artifacts import absolute, claim, json_marker
 from .errors import RagloomError
 from .kb.documents import DocumentsError, described, json_records, string_field
 from .kb.manifest import MANIFEST_FILE
-from .metrics import exact_match, f1, has_answer
+from .metrics import answer_problems, exact_match, f1, has_answer
 from .protocols import Answer, KnowledgeBaseRetriever
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
+
+logger = logging.getLogger(__name__)
 
 
 EVAL_MARKER = "ragloom-eval.json"
@@ -126,6 +130,7 @@ def _evaluate(
     depth = max(n_docs, *ks)  # one retrieval serves both recall@k and the answer
     scores: dict[str, list[float]] = {"em": [], "f1": [], "latency": []}
     hits: dict[int, list[float]] = {k: [] for k in ks}
+    warn_unscorable(items, generate)
     with (out / "questions.jsonl").open("w", encoding="utf-8") as log:
         for item in tqdm(items, unit="question", desc="eval"):
             started = time.perf_counter()
@@ -167,6 +172,28 @@ def _evaluate(
     atomic.write_text(out / "summary.json", json.dumps(asdict(summary), indent=2) + "\n")
     _copy_manifests(pipeline, out)
     return summary
+
+
+def warn_unscorable(items: Sequence[QAItem], generated: bool) -> None:
+    """Warn about each answer that a metric can never score as meant, naming the question's
+    number (its position in the file) and the answer."""
+    for number, item in enumerate(items, 1):
+        for answer in item.answers:
+            for problem in answer_problems(answer, generated):
+                _warn_once(number, item.question, answer, problem)
+
+
+@cache
+def _warn_once(number: int, question: str, answer: str, problem: str) -> None:
+    """One warning per answer and problem in a process, however many evaluations (a sweep's
+    variants, training's dev evaluations) read the question."""
+    logger.warning(
+        "question %d (%r): the answer %r %s. Fix the answer in the QA file.",
+        number,
+        question,
+        answer,
+        problem,
+    )
 
 
 def _copy_manifests(pipeline: Pipeline, out: Path) -> None:

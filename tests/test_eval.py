@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import unicodedata
 from pathlib import Path
 
 import faiss
@@ -10,9 +12,10 @@ import pytest
 
 from ragloom import Pipeline
 from ragloom.cli import main
-from ragloom.evaluation import QADataError, read_qa
+from ragloom.evaluation import QADataError, read_qa, warn_unscorable
 from ragloom.kb.hf import import_hf
-from ragloom.metrics import exact_match, f1, has_answer, normalize_answer
+from ragloom.kb.wikipedia import wikipedia_documents
+from ragloom.metrics import answer_tokens, exact_match, f1, has_answer, normalize_answer
 from ragloom.testing.tiny_models import rag_checkpoint, rag_spec, recipe_knowledge_base
 
 
@@ -24,6 +27,91 @@ def test_squad_normalization_and_scores() -> None:
     assert f1("", ["x"]) == 0.0
     assert has_answer("Written by George Orwell in 1945.", ["george orwell"])
     assert not has_answer("Orwellian themes", ["Orwell"])
+
+
+DPR_CASES = [
+    # (passage, answer, found by DPR's has_answer): numbers next to punctuation are tokens of
+    # their own; SQuAD normalization glued them to their neighbours ("maxsize128", "1e09").
+    ("@lru_cache(maxsize=128, typed=False)", "128", True),
+    ("@lru_cache(maxsize=128, typed=False)", "12", False),
+    ("rtol=1e-09, atol=0.0", "1e-09", True),
+    ("rtol=1e-09, atol=0.0", "1e-9", False),
+    ("it was 1,000 km long", "1,000", True),
+    ("it was 1,000 km long", "1000", False),
+    ("x = 2 ** 10", "**", True),
+    ("x = 2 * 10", "**", False),
+    ("if a < b:", "<", True),
+    ("if a <= b:", "<=", True),
+    ("if a <= b:", "< =", True),  # whitespace never is a token
+    ("Conan O'Brien hosted it.", "O'Brien", True),
+    ("Conan O'Brien hosted it.", "Brien", True),  # the apostrophe splits the name
+    ("Conan O'Brien hosted it.", "OBrien", False),
+    ("André-Marie Ampère was French.", "Ampère", True),
+    ("André-Marie Ampère was French.", "andré-marie", True),
+    ("André-Marie Ampère was French.", "Ampere", False),  # accents are kept (NFD, not stripped)
+    ("Ampe\u0300re, decomposed", "Ampère", True),  # NFD: composed and decomposed agree
+    ("WRITTEN BY GEORGE ORWELL", "george orwell", True),  # uncased
+    ("the Orwell estate", "the Orwell", True),
+    ("Orwell estate", "the Orwell", False),  # articles are tokens too (no SQuAD stripping)
+    ("snake_case names", "case", True),  # "_" is punctuation, not a letter
+    ("naïve approach", "naive", False),
+]
+
+
+@pytest.mark.parametrize(("passage", "answer", "found"), DPR_CASES)
+def test_has_answer_matches_as_dpr(passage: str, answer: str, found: bool) -> None:
+    assert has_answer(passage, [answer]) is found
+
+
+def category_tokens(text: str) -> list[str]:
+    """DPR's tokens by Unicode categories, written without ``regex``: runs of letters, numbers
+    and marks; every other character that is no separator (Z) or control (C) on its own."""
+    tokens, run = [], ""
+    for char in unicodedata.normalize("NFD", text):
+        kind = unicodedata.category(char)[0]
+        if kind in "LNM":
+            run += char
+            continue
+        if run:
+            tokens.append(run)
+            run = ""
+        if kind not in "ZC":
+            tokens.append(char)
+    return [token.lower() for token in [*tokens, run] if token]
+
+
+def test_answer_tokens_agree_with_unicode_categories_on_wikipedia() -> None:
+    """On the embedded corpus (text nobody here wrote: accents, dates, markup remnants)."""
+    for document in wikipedia_documents():
+        assert answer_tokens(document.text) == category_tokens(document.text), document.title
+
+
+def test_every_bundled_answer_is_found_in_its_article() -> None:
+    """data/wikipedia_qa.jsonl promises each answer occurs in its gold article."""
+    articles = {document.title: document.text for document in wikipedia_documents()}
+    items = read_qa(Path(__file__).parent.parent / "data" / "wikipedia_qa.jsonl")
+    missed = [item.answers for item in items if not has_answer(articles[item.title], item.answers)]
+    assert not missed
+
+
+def test_an_answer_without_tokens_is_never_found_and_warned_about_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from ragloom.evaluation import QAItem
+
+    assert not has_answer("any passage at all", [" ", "\u200b"])
+    items = [QAItem("which operator?", ["**"]), QAItem("blank?", ["yes", " \t"])]
+    with caplog.at_level(logging.WARNING, "ragloom.evaluation"):
+        warn_unscorable(items, generated=False)
+        warn_unscorable(items, generated=False)  # a second variant of a sweep
+    assert [record.getMessage() for record in caplog.records] == [
+        "question 2 ('blank?'): the answer ' \\t' has no tokens, so recall never finds it in a "
+        "passage. Fix the answer in the QA file."
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, "ragloom.evaluation"):
+        warn_unscorable(items, generated=True)
+    assert "question 1 ('which operator?'): the answer '**' is empty after SQuAD" in caplog.text
 
 
 @pytest.fixture(scope="module")
