@@ -19,6 +19,7 @@ from .commands import demo as demo_commands
 from .commands import evaluate as eval_commands
 from .commands import index as index_commands
 from .commands import kb as kb_commands
+from .commands import serve as serve_commands
 from .commands import train as train_commands
 from .commands.common import add_set_option, component_lines, spec_from_args, table_lines
 from .errors import RagloomError, SpecError
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_commands.add_to(commands)
     kb_commands.add_to(commands)
     index_commands.add_to(commands)
+    serve_commands.add_to(commands)
     train_commands.add_to(commands)
     return parser
 
