@@ -29,6 +29,7 @@ from .errors import RagloomError
 from .protocols import (
     DecoderFromFiles,
     EncoderFromFiles,
+    FusesDocuments,
     RetrieverPreflight,
     candidates_problem,
     reader_problem,
@@ -63,6 +64,10 @@ class DecoderShape:
     context_tokens: int
     value_bytes: int
     answer_positions: int | None = None
+    fused: DecoderShape | None = None
+    """The shape of a row that reads all passages of a question in one context (the fusion
+    marginalizer), when it is one per question whatever ``n_docs`` is (a causal LM's fused
+    prompt); None: a fused row costs what ``n_docs`` rows of this shape cost."""
 
     def bytes_per_row(self, max_length: int) -> int:
         """Memory of one decoding row (one beam of one document) at its longest."""
@@ -106,7 +111,7 @@ def preflight(spec: Spec, registry: Registry) -> Preflight:
         result.problems.extend([problem] if problem is not None else [])
     if isinstance(generator, DecoderFromFiles):
         shape = _from_files(spec, context, "generator", generator.decoder_shape_from_spec, result)
-    _check_memory(spec, dim, shape, result)
+    _check_memory(spec, dim, shape, isinstance(marginalizer, FusesDocuments), result)
     return result
 
 
@@ -135,23 +140,28 @@ def _from_files(
 
 
 def _check_memory(
-    spec: Spec, dim: int | None, shape: DecoderShape | None, result: Preflight
+    spec: Spec, dim: int | None, shape: DecoderShape | None, fused: bool, result: Preflight
 ) -> None:
-    """Note the memory a question needs; refuse settings that cannot fit or cannot run."""
+    """Note the memory a question needs; refuse settings that cannot fit or cannot run.
+    ``fused``: the marginalizer reads all passages of a question in one row."""
     generation, n_docs = spec.generation, spec.pipeline.n_docs
-    per_document, parts = 0, []
+    per_document, per_question, parts = 0, 0, []
     if dim is not None and searches_vectors(spec):
         retrieval = DOC_VECTOR_COPIES * 4 * dim + ID_AND_SCORE_BYTES
         per_document += retrieval
         parts.append(f"retrieval {size(n_docs * retrieval)}")
     if shape is not None:
-        decoding = generation.num_beams * shape.bytes_per_row(generation.max_length)
-        per_document += decoding
-        parts.append(f"decoding {size(n_docs * decoding)}")
-        _check_positions(generation.max_length, shape, result)
+        row = shape.fused if fused and shape.fused is not None else shape
+        decoding = generation.num_beams * row.bytes_per_row(generation.max_length)
+        if row is shape:
+            per_document += decoding
+        else:
+            per_question += decoding
+        parts.append(f"decoding {size(decoding if row is not shape else n_docs * decoding)}")
+        _check_positions(generation.max_length, row, result)
     if not parts:
         return
-    needed = n_docs * per_document
+    needed = n_docs * per_document + per_question
     result.notes.append(
         f"[pipeline] n_docs {n_docs}, [generation] num_beams {generation.num_beams}, "
         f"max_length {generation.max_length}: about {size(needed)} per question "
@@ -159,7 +169,7 @@ def _check_memory(
     )
     available = available_memory()
     if available is not None and needed > available:
-        fits = available // per_document
+        fits = max(0, available - per_question) // per_document if per_document else 0
         advice = (
             f"At most n_docs = {fits} fits with these settings"
             if fits
@@ -182,11 +192,21 @@ def searches_vectors(spec: Spec) -> bool:
 
 def _check_positions(max_length: int, shape: DecoderShape, result: Preflight) -> None:
     """Refuse answers longer than the generator has positions for."""
-    if shape.answer_positions is not None and max_length > shape.answer_positions:
+    room = shape.answer_positions
+    if room is None or max_length <= room:
+        return
+    if room > 0:
         result.problems.append(
-            f"[generation] max_length = {max_length}: the generator has positions for at most "
-            f"{shape.answer_positions} answer tokens; set max_length to at most "
-            f"{shape.answer_positions}."
+            f"[generation] max_length = {max_length}: after contexts of up to "
+            f"{shape.context_tokens} tokens the generator has positions for at most {room} "
+            f"answer tokens; set max_length to at most {room}, or shorten the contexts "
+            f"([generator] max_prompt_length, max_fused_prompt_length, max_context_length)."
+        )
+    else:
+        result.problems.append(
+            f"[generator] contexts of up to {shape.context_tokens} tokens leave the generator "
+            f"no positions for an answer (it has {shape.context_tokens + room}): lower "
+            f"max_prompt_length (or max_fused_prompt_length under fusion) in [generator]."
         )
 
 

@@ -230,14 +230,19 @@ class CausalLMGenerator:
         heads = int(config["num_attention_heads"])
         head_dim = int(config.get("head_dim") or int(config["hidden_size"]) // heads)
         positions = config.get("max_position_embeddings") or config.get("n_positions")
-        return DecoderShape(
-            vocab_size=int(config["vocab_size"]),
-            layers=int(config["num_hidden_layers"]),
-            kv_width=int(config.get("num_key_value_heads") or heads) * head_dim,
-            context_tokens=params.max_prompt_length,
-            value_bytes=DTYPES[params.dtype].itemsize,
-            answer_positions=int(positions) - params.max_prompt_length if positions else None,
-        )
+
+        def shape(prompt: int, fused: DecoderShape | None = None) -> DecoderShape:
+            return DecoderShape(
+                vocab_size=int(config["vocab_size"]),
+                layers=int(config["num_hidden_layers"]),
+                kv_width=int(config.get("num_key_value_heads") or heads) * head_dim,
+                context_tokens=prompt,
+                value_bytes=DTYPES[params.dtype].itemsize,
+                answer_positions=int(positions) - prompt if positions else None,
+                fused=fused,
+            )
+
+        return shape(params.max_prompt_length, shape(params.max_fused_prompt_length))
 
     # --- prompts ------------------------------------------------------------------------------
 

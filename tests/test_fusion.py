@@ -151,3 +151,31 @@ def test_validate_refuses_an_unknown_order(root: Path) -> None:
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "[marginalizer] order" in result.stderr + result.stdout
     assert "best-first" in result.stderr + result.stdout
+
+
+def test_validate_checks_a_fused_prompt_against_the_models_positions(root: Path) -> None:
+    model = causal_lm_dir(root / "fusion-lm", seed=2)  # 1,024 positions
+    generator = f"generator.type=causal-lm generator.path={model}".split()
+    result = subprocess.run(
+        [sys.executable, "-m", "ragloom.cli", "validate", str(root / "fid.toml")]
+        + [arg for pair in generator for arg in ("--set", pair)]
+        + ["--set", "generator.max_fused_prompt_length=1020"],
+        capture_output=True,
+        text=True,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output
+    assert "after contexts of up to 1020 tokens" in output and "at most 4 answer tokens" in output
+    per_passage = subprocess.run(
+        [sys.executable, "-m", "ragloom.cli", "validate", str(root / "fid.toml")]
+        + [arg for pair in generator for arg in ("--set", pair)]
+        + [
+            "--set",
+            "generator.max_fused_prompt_length=1020",
+            "--set",
+            "marginalizer.type=rag-token",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert per_passage.returncode == 0, "the fused limit matters only under fusion"
