@@ -127,16 +127,20 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny RAG pipeline (64-wide BART, 3 passages per question, 16 tokens) and its KB."""
-    root = tmp_path_factory.mktemp("serve")
+def build_spec(root: Path) -> Path:
+    """A tiny RAG pipeline (64-wide BART, 3 passages per question, 16 tokens) and its KB in
+    ``root``; the spec's name, and so the model's, is ``tiny``."""
     checkpoint, _, context = rag_checkpoint(root, seed=1, size=Size(generator_hidden=64))
     passages, index = recipe_knowledge_base(root, context, faiss.IndexFlatIP(32))
     path = root / f"{MODEL}.toml"
     path.write_text(rag_spec(checkpoint, context, root / "kb", n_docs=3, max_length=16))
     import_hf(passages, root / "kb", index, Pipeline.from_spec(path).encoder, "dpr")
     return path
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_spec(tmp_path_factory.mktemp("serve"))
 
 
 @pytest.fixture(scope="module")

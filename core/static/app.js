@@ -58,7 +58,11 @@ function handle(data, started) {
   }
   if (chunk.passages) showPassages(chunk.passages);
   const delta = chunk.choices[0].delta;
-  if (delta.content) $("answer").textContent += delta.content;
+  if (delta.content) {
+    const answer = $("answer");
+    answer.textContent += delta.content;
+    answer.dataset.pieces = Number(answer.dataset.pieces || 0) + 1;
+  }
   setState("streaming");
 }
 
@@ -66,6 +70,7 @@ async function ask(question) {
   setState("asking");
   $("error").hidden = true;
   $("answer").textContent = "";
+  $("answer").dataset.pieces = 0;
   $("timing").textContent = "";
   $("answer-card").hidden = false;
   $("passages-card").hidden = true;
