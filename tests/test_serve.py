@@ -298,23 +298,28 @@ def test_concurrent_clients_get_what_they_would_alone(
     before = get(server, "/metrics").json()["batches"]["sizes"]
     barrier = threading.Barrier(clients, timeout=60)
 
-    def ask(number: int) -> str:
+    def ask(number: int) -> tuple[str, list[int]]:
         question = QUESTIONS[number % len(QUESTIONS)]
         client = server.client()
         barrier.wait()
         if number % 2:
-            stream = client.chat.completions.create(
-                model=MODEL, messages=[{"role": "user", "content": question}], stream=True
+            chunks = list(
+                client.chat.completions.create(
+                    model=MODEL, messages=[{"role": "user", "content": question}], stream=True
+                )
             )
-            return "".join(chunk.choices[0].delta.content or "" for chunk in stream)
+            text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks)
+            return text, [p["id"] for p in (chunks[0].model_extra or {})["passages"]]
         completion = client.chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": question}]
         )
-        return completion.choices[0].message.content or ""
+        passages = (completion.model_extra or {})["passages"]
+        return completion.choices[0].message.content or "", [p["id"] for p in passages]
 
     with ThreadPoolExecutor(clients) as pool:
-        texts = list(pool.map(ask, range(clients)))
-    assert texts == [alone[QUESTIONS[n % len(QUESTIONS)]].text for n in range(clients)]
+        got = list(pool.map(ask, range(clients)))
+    expected = [alone[QUESTIONS[n % len(QUESTIONS)]] for n in range(clients)]
+    assert got == [(a.text, [p.id for p in a.passages]) for a in expected]
     after = get(server, "/metrics").json()["batches"]["sizes"]
     grew = {size for size, count in after.items() if count > before.get(size, 0)}
     assert max(int(size) for size in grew) > 1, f"no batch formed: {after}"
