@@ -251,6 +251,15 @@ def test_the_openai_client_streams_the_answer(server: Server, alone: dict[str, A
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
 
 
+def test_a_message_may_be_a_list_of_text_parts(server: Server, alone: dict[str, Answer]) -> None:
+    question = QUESTIONS[6]
+    words = question.split(" ", 1)
+    parts = [{"type": "text", "text": words[0] + " "}, {"type": "text", "text": words[1]}]
+    body = {"model": MODEL, "messages": [{"role": "user", "content": parts}]}
+    response = post(server, "/v1/chat/completions", body)
+    assert response.json()["choices"][0]["message"]["content"] == alone[question].text
+
+
 def test_the_stream_is_server_sent_events_ending_with_done(server: Server) -> None:
     with httpx.stream(
         "POST",
@@ -337,8 +346,8 @@ BAD_REQUESTS = [
     ("many questions", "/v1/answer", {"questions": ["who?"] * 33}, 400, "at most 32"),
     ("unknown key", "/v1/answer", {"questions": ["q"], "num_beam": 2}, 400, '"num_beams"'),
     ("spec key", "/v1/answer", {"questions": ["q"], "n_docs": 9}, 400, 'unknown field "n_docs"'),
-    ("bad value", "/v1/answer", {"questions": ["q"], "num_beams": 0}, 400, "num_beams = 0"),
-    ("wrong type", "/v1/answer", {"questions": ["q"], "num_beams": "2"}, 400, "whole number"),
+    ("bad value", "/v1/answer", {"questions": ["q"], "num_beams": 0}, 400, "num_beams: must be"),
+    ("wrong type", "/v1/answer", {"questions": ["q"], "num_beams": "2"}, 400, "valid integer"),
     ("over a limit", "/v1/answer", {"questions": ["q"], "num_beams": 9}, 400, "--max-beams"),
     ("k as text", "/v1/retrieve", {"questions": ["q"], "k": "5"}, 400, "valid integer"),
     ("k too large", "/v1/retrieve", {"questions": ["q"], "k": 101}, 400, "--max-k"),
@@ -356,6 +365,13 @@ BAD_REQUESTS = [
         chat_body("q") | {"messages": [{"role": "x"}]},
         400,
         "role",
+    ),
+    (
+        "an image",
+        "/v1/chat/completions",
+        chat_body("q") | {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+        400,
+        "only text is read",
     ),
     ("unknown model", "/v1/chat/completions", chat_body("q") | {"model": "gpt-4"}, 404, MODEL),
     ("n > 1", "/v1/chat/completions", chat_body("q", n=2), 400, "n:"),

@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import RagloomError
-from .schemas import BadRequest
+from .schemas import BadRequest, field_path, json_type, problem
 from .worker import QueueFull
 
 log = logging.getLogger("ragloom.serve")
@@ -70,26 +70,14 @@ def error_response(
     return JSONResponse(error_body(status, message, param), status_code=status, headers=headers)
 
 
-def field_path(location: tuple[Any, ...]) -> str:
-    """``("body", "messages", 0, "role")`` → ``messages[0].role``."""
-    path = ""
-    for part in location[1:] if location and location[0] == "body" else location:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
-    return path
-
-
 def describe(error: dict[str, Any]) -> tuple[str, str | None]:
     """One validation error of a request as a sentence, and the field it is about."""
-    kind, location = error["type"], tuple(error["loc"])
-    path = field_path(location) or None
-    if kind == "json_invalid":
+    path = field_path(error["loc"]) or None
+    if error["type"] == "json_invalid":
         reason = error.get("ctx", {}).get("error", "not JSON")
         return f"the body is not valid JSON ({reason}): send a JSON object.", None
-    message = str(error["msg"]).removeprefix("Value error, ")
-    if kind == "value_error":
-        return message if message.endswith(".") else f"{message}.", path
-    if path is None:
-        if kind == "missing":
+    if path is None and error["type"] != "value_error":
+        if error["type"] == "missing":
             return (
                 "the request has no body: send a JSON object (Content-Type: application/json).",
                 None,
@@ -100,12 +88,8 @@ def describe(error: dict[str, Any]) -> tuple[str, str | None]:
                 "Content-Type: application/json (curl --json).",
                 None,
             )
-        return f"the body must be a JSON object, not {type(error['input']).__name__}.", None
-    if kind == "missing":
-        return f'the required field "{path}" is missing.', path
-    shown = repr(error["input"])
-    shown = shown if len(shown) <= 60 else shown[:57] + "..."
-    return f"{path}: {message.replace('Input should be', 'must be')} (got {shown}).", path
+        return f"the body must be a JSON object, not {json_type(error['input'])}.", None
+    return problem(error, path or ""), path
 
 
 class JsonTooLarge:

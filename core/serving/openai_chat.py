@@ -46,7 +46,7 @@ def question_of(request: ChatRequest) -> str:
     passages retrieved for it; earlier turns and system messages are not read."""
     for message in reversed(request.messages):
         if message.role == "user":
-            return message.text()
+            return message.content
     raise BadRequest(
         'messages holds no user message: add {"role": "user", "content": "your question"}.',
         param="messages",

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ..protocols import Passage
 from ..spec import GenerationSettings
-from ..spec.problems import describe
 from ..suggest import listing, suggestion
 from .settings import ServerSettings
 
@@ -71,28 +77,36 @@ class RetrieveRequest(Body):
     k: int | None = None
 
 
-class TextPart(Body):
-    """One part of a message's content given as a list (OpenAI's content parts): text only."""
-
-    model_config = ConfigDict(extra="ignore", strict=True)
-
-    type: Literal["text"]
-    text: str
-
-
 class ChatMessage(Body):
-    """One message of a chat: its role and text (a name or other OpenAI message fields are
-    accepted and not read)."""
+    """One message of a chat: its role and its text, given as a string or as OpenAI's list of
+    ``{"type": "text", "text": ...}`` parts (other message fields are accepted and not read)."""
 
     model_config = ConfigDict(extra="ignore", strict=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: str = ""
 
-    def text(self) -> str:
-        if isinstance(self.content, list):
-            return "".join(part.text for part in self.content)
-        return self.content or ""
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text(cls, content: Any) -> Any:
+        if content is None:
+            return ""
+        if isinstance(content, list):
+            for number, part in enumerate(content):
+                if not (
+                    isinstance(part, dict)
+                    and part.get("type") == "text"
+                    and isinstance(part.get("text"), str)
+                ):
+                    raise ValueError(
+                        f'part {number} is not {{"type": "text", "text": "..."}}: only text is read'
+                    )
+            return "".join(part["text"] for part in content)
+        if not isinstance(content, str):
+            raise ValueError(
+                f"must be text or a list of text parts, not {json_type(content)} {content!r:.40}"
+            )
+        return content
 
 
 class ChatRequest(WithGeneration):
@@ -148,9 +162,9 @@ def generation_settings(
     try:
         settings = GenerationSettings.model_validate({**base.model_dump(), **overrides})
     except ValidationError as error:
-        message = " ".join(describe(error, (), GenerationSettings))
-        param = str(error.errors()[0]["loc"][0]) if error.errors()[0]["loc"] else None
-        raise BadRequest(message.replace("Input should be", "must be"), param=param) from None
+        items = error.errors()
+        message = " ".join(problem(item, field_path(item["loc"])) for item in items)
+        raise BadRequest(message, param=field_path(items[0]["loc"]) or None) from None
     if "num_beams" in overrides and settings.num_beams > limits.max_beams:
         raise BadRequest(
             f"num_beams = {settings.num_beams}: this server allows at most {limits.max_beams} "
@@ -164,6 +178,32 @@ def generation_settings(
             param="max_length",
         )
     return settings
+
+
+def json_type(value: Any) -> str:
+    """What ``value`` is called in JSON: ``null``, ``string``, ``array``, ..."""
+    names = {type(None): "null", bool: "boolean", str: "string", list: "array", dict: "object"}
+    return names.get(type(value), "number" if isinstance(value, int | float) else "value")
+
+
+def field_path(location: tuple[Any, ...] | list[Any]) -> str:
+    """``("body", "messages", 0, "role")`` → ``messages[0].role``."""
+    path = ""
+    for part in location[1:] if location and location[0] == "body" else location:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path
+
+
+def problem(item: Any, path: str) -> str:
+    """One pydantic error ``item`` about the field at ``path``, as a sentence."""
+    message = str(item["msg"]).removeprefix("Value error, ").replace("Input should be", "must be")
+    if item["type"] == "value_error":
+        return f"{path}: {message}." if path else f"{message.removesuffix('.')}."
+    if item["type"] == "missing":
+        return f'the required field "{path}" is missing.'
+    shown = repr(item["input"])
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return f"{path}: {message} (got {shown})."
 
 
 def passage_json(passage: Passage) -> dict[str, Any]:
