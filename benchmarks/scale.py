@@ -58,7 +58,7 @@ CASES = [
     Case(
         "faiss-compressed (IVF4096_HNSW128,PQ128)",
         FaissCompressedIndex,
-        FaissCompressedIndex.Params(train_size=TRAIN_SAMPLE),
+        FaissCompressedIndex.Params(factory="IVF4096_HNSW128,PQ128", train_size=TRAIN_SAMPLE),
         (200_000, 300_000, 400_000),
         "linear",
     ),

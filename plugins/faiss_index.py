@@ -1,9 +1,9 @@
 """Index plugins backed by faiss, all by inner product.
 
 - ``faiss-exact``: ``IndexFlatIP``, exact search (DPR's index).
-- ``faiss-compressed``: IVF with product quantization, default ``IVF4096_HNSW128,PQ128`` as the
-  wiki_dpr "compressed" file; ``nlist`` shrinks (with a logged notice) when the training sample is
-  too small for it.
+- ``faiss-compressed``: IVF with product quantization. ``factory = "auto"`` (the default) sizes
+  the lists, sub-quantizers and code bits to the vectors built (:func:`auto_factory`); an explicit
+  factory (wiki_dpr's "compressed" file is ``IVF4096_HNSW128,PQ128``) is built as written.
 - ``faiss-hnsw-sq8``: ``HNSW128,SQ8``, the file the reference calls "exact" for wiki_dpr.
 
 faiss numbers vectors in insertion order; the passage ids live beside the index in ``ids.npy``,
@@ -14,8 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import os
 import re
+import sys
+import tempfile
+import time
 from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -42,6 +49,11 @@ log = logging.getLogger(__name__)
 
 INDEX_FILE = "index.faiss"
 MIN_POINTS_PER_CENTROID = 39  # faiss warns below this many training points per centroid
+AUTO = "auto"
+LISTS_PER_ROOT = 4  # auto: about 4·sqrt(n) inverted lists (faiss' guideline: 4 to 16·sqrt(n))
+DIMS_PER_SUBQUANTIZER = 4  # auto: PQ sub-vectors of at least 4 dimensions
+MAX_PQ_BITS = 8
+POINTS_PER_THREAD = 20_000  # training threads: one per this many sample vectors, at least one
 
 
 def faiss_reason(error: RuntimeError) -> str:
@@ -54,11 +66,48 @@ def faiss_reason(error: RuntimeError) -> str:
     return text.rstrip(".") + "."
 
 
+@contextlib.contextmanager
+def collapsed_stderr(what: str) -> Iterator[None]:
+    """Capture what is printed to the process's stderr meanwhile (file descriptor 2, where
+    faiss' C++ code writes its warnings, once per sub-quantizer), then log each distinct line
+    once with how many times it came."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines()
+    for line, count in Counter(line.strip() for line in lines if line.strip()).items():
+        times = f" ({count} times)" if count > 1 else ""
+        log.warning("%s: faiss printed%s: %s", what, times, line)
+
+
+@contextlib.contextmanager
+def training_threads(points: int) -> Iterator[None]:
+    """Let faiss train on one thread per 20,000 sample vectors (at most its usual count): on
+    this project's 2-core machine, with other work running, k-means on 4,857 points ran 10x
+    slower on two threads than on one (the threads waiting on each other), and equally fast on
+    20,000."""
+    import faiss
+
+    usual = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(max(1, min(usual, points // POINTS_PER_THREAD)))
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(usual)
+
+
 class FaissIndex(ABC):
     """Shared behaviour of the faiss indexes: ids, locking, search, save/load.
 
     Subclasses set ``type_name`` and ``Params`` and define ``_factory`` (the faiss factory string
-    for a training sample of ``n`` vectors), ``_tune`` and ``estimate``.
+    of their parameters), ``_tune`` and ``estimate``; ``for_data`` sizes parameters to the data.
     """
 
     type_name: ClassVar[str]
@@ -77,7 +126,13 @@ class FaissIndex(ABC):
 
     @classmethod
     def create(cls, dim: int, params: Any) -> FaissIndex:
-        return cls(dim, params, cls._build(dim, cls._factory(params, None)))
+        return cls(dim, params, cls._build(dim, cls._factory(params, dim)))
+
+    @classmethod
+    def for_data(cls, n: int, dim: int, params: Any) -> Any:
+        """``params`` as built for ``n`` vectors of ``dim``: the same, unless a subclass chooses
+        defaults from the data (a knowledge base names, builds and records the index by them)."""
+        return params
 
     @staticmethod
     def _build(dim: int, factory: str) -> Any:
@@ -92,8 +147,8 @@ class FaissIndex(ABC):
 
     @classmethod
     @abstractmethod
-    def _factory(cls, params: Any, n_train: int | None) -> str:
-        """The faiss factory string; ``n_train`` is the training sample size once known."""
+    def _factory(cls, params: Any, dim: int) -> str:
+        """The faiss factory string of ``params`` for vectors of ``dim``."""
 
     @classmethod
     @abstractmethod
@@ -113,32 +168,56 @@ class FaissIndex(ABC):
 
     @property
     def factory(self) -> str:
-        """The factory string the index was built with (after any nlist adjustment)."""
-        return self._factory(self.params, None)
+        """The factory string the index is built with."""
+        return self._factory(self.params, self.dim)
 
     @property
     def ntotal(self) -> int:
         return int(self._index.ntotal)
 
     def train(self, sample: np.ndarray) -> None:
+        """Train on ``sample``; parameters not yet sized to data (an index created without a
+        knowledge base) are sized to the sample first. Logged when it starts and ends."""
         matrix = as_matrix(sample, self.dim, "training vectors")
         with self._lock.writing():
             if self._index.is_trained:
                 return
-            factory = self._factory(self.params, len(matrix))
-            if factory != self._factory(self.params, None):
-                self._index = self._build(self.dim, factory)
-                self._tune(self.params)
-            try:
-                self._index.train(matrix)
-            except RuntimeError as error:
-                raise IndexBuildError(
-                    f'{self.type_name}: training "{factory}" on {len(matrix)} vectors failed: '
-                    f"{faiss_reason(error)} Use more vectors or a smaller factory (fewer PQ "
-                    f"bits or lists)."
-                ) from None
-            self._trained_factory = factory
+            sized = self.for_data(len(matrix), self.dim, self.params)
+            if sized != self.params:
+                self.params = sized
+                self._index = self._build(self.dim, self.factory)
+                self._tune(sized)
+            self._train(matrix)
             self._make_direct_map()
+
+    def _train(self, matrix: np.ndarray) -> None:
+        import faiss
+
+        what = f'{self.type_name} "{self.factory}"'
+        polysemous = getattr(faiss.downcast_index(self._index), "do_polysemous_training", False)
+        log.info(
+            "%s: training on %s vectors of dim %d%s",
+            what,
+            f"{len(matrix):,}",
+            self.dim,
+            " (with polysemous training, which ragloom's searches do not use and which "
+            'can take minutes: "np" after the PQ term skips it)'
+            if polysemous
+            else "",
+        )
+        started = time.perf_counter()
+        try:
+            with (
+                collapsed_stderr(f"{what}, training on {len(matrix):,} vectors"),
+                training_threads(len(matrix)),
+            ):
+                self._index.train(matrix)
+        except RuntimeError as error:
+            raise IndexBuildError(
+                f"{what}: training on {len(matrix)} vectors failed: {faiss_reason(error)} Use "
+                f'more vectors, a smaller factory (fewer lists or PQ bits), or factory = "auto".'
+            ) from None
+        log.info("%s: trained in %.1f s", what, time.perf_counter() - started)
 
     def _make_direct_map(self) -> None:
         import faiss
@@ -194,7 +273,7 @@ class FaissIndex(ABC):
         meta = {
             "type": self.type_name,
             "params": self.params.model_dump(mode="json"),
-            "factory": getattr(self, "_trained_factory", self.factory),
+            "factory": self.factory,
             "dim": self.dim,
             "metric": self.metric,
             "ntotal": self.ntotal,
@@ -225,7 +304,13 @@ class FaissIndex(ABC):
             )
         ids = load_ids(directory, int(index.ntotal))
         loaded = cls(int(meta["dim"]), cls.Params.model_validate(meta["params"]), index, ids)
-        loaded._trained_factory = meta.get("factory", loaded.factory)
+        if meta.get("factory", loaded.factory) != loaded.factory:
+            raise IndexFileError(
+                f'{directory} holds a faiss "{meta["factory"]}" index, but its parameters say '
+                f'"{loaded.factory}": an earlier ragloom shrank the lists for a small training '
+                f"sample and kept the name it was asked for. Build it again: `ragloom index "
+                f"build KB --type {cls.type_name}` with the same --param values replaces it."
+            )
         return loaded
 
 
@@ -240,7 +325,7 @@ class FaissExactIndex(FaissIndex):
         model_config = ConfigDict(extra="forbid", frozen=True)
 
     @classmethod
-    def _factory(cls, params: Any, n_train: int | None) -> str:
+    def _factory(cls, params: Any, dim: int) -> str:
         return "Flat"
 
     def _tune(self, params: Any) -> None:
@@ -254,6 +339,21 @@ class FaissExactIndex(FaissIndex):
 _IVF = re.compile(r"^IVF(\d+)((?:_HNSW\d+)?)(,.*)$")
 
 
+def auto_factory(n: int, dim: int, n_train: int) -> str:
+    """The IVF-PQ factory ``factory = "auto"`` builds for ``n`` vectors of ``dim`` trained on
+    ``n_train`` of them: about 4·sqrt(n) lists, but at least 39 training vectors per list (faiss'
+    minimum); PQ sub-vectors of 4 dimensions or more (``m`` the largest divisor of ``dim`` up to
+    dim/4); 8 bits per code, fewer when the sample has under 39 vectors per PQ centroid; no
+    polysemous training (``np``: it reorders codes for Hamming-filtered search, which ragloom does
+    not use, and took minutes on a thousand vectors)."""
+    per_list = max(1, n_train // MIN_POINTS_PER_CENTROID)
+    nlist = max(1, min(round(LISTS_PER_ROOT * math.sqrt(n)), per_list))
+    widest = max(1, dim // DIMS_PER_SUBQUANTIZER)
+    m = max(divisor for divisor in range(1, widest + 1) if dim % divisor == 0)
+    bits = max(1, min(MAX_PQ_BITS, int(math.log2(per_list))))
+    return f"IVF{nlist},PQ{m}x{bits}np"
+
+
 class FaissCompressedIndex(FaissIndex):
     """IVF + product quantization: a few dozen bytes per vector, approximate search."""
 
@@ -263,8 +363,10 @@ class FaissCompressedIndex(FaissIndex):
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid", frozen=True)
         factory: str = Field(
-            default="IVF4096_HNSW128,PQ128",
-            description="faiss factory string: IVF<nlist>[_HNSW<M>],PQ<m>[x<bits>] (or SQ8, Flat)",
+            default=AUTO,
+            description='"auto" (lists, PQ sub-quantizers and bits sized to the vectors built), '
+            "or a faiss factory string IVF<nlist>[_HNSW<M>],PQ<m>[x<bits>] (or SQ8, Flat), "
+            "built as written",
         )
         nprobe: int = Field(default=64, ge=1, description="inverted lists visited per query")
         train_size: int = Field(
@@ -273,30 +375,25 @@ class FaissCompressedIndex(FaissIndex):
         seed: int = Field(default=0, description="seed of the training sample")
 
     @classmethod
-    def _factory(cls, params: Any, n_train: int | None) -> str:
-        match = _IVF.match(params.factory)
-        if match is None:
-            raise IndexBuildError(
-                f'[retriever.index] factory = "{params.factory}": faiss-compressed needs an IVF '
-                f'factory such as "IVF4096_HNSW128,PQ128" or "IVF256,PQ64x4".'
-            )
-        nlist = int(match.group(1))
-        if n_train is not None and n_train < MIN_POINTS_PER_CENTROID * nlist:
-            nlist = max(1, n_train // MIN_POINTS_PER_CENTROID)
-        return f"IVF{nlist}{match.group(2)}{match.group(3)}"
+    def for_data(cls, n: int, dim: int, params: Any) -> Any:
+        """``factory = "auto"`` replaced by :func:`auto_factory` for ``n`` vectors of ``dim``
+        (trained on ``min(n, train_size)`` of them); an explicit factory stays."""
+        if params.factory != AUTO:
+            return params
+        factory = auto_factory(n, dim, min(n, params.train_size))
+        return params.model_copy(update={"factory": factory})
 
-    def train(self, sample: np.ndarray) -> None:
-        wanted = self._factory(self.params, None)
-        super().train(sample)
-        if self._trained_factory != wanted:
-            log.info(
-                "faiss-compressed: %d training vectors are too few for %s; built %s instead "
-                "(faiss wants %d per list)",
-                len(sample),
-                wanted,
-                self._trained_factory,
-                MIN_POINTS_PER_CENTROID,
+    @classmethod
+    def _factory(cls, params: Any, dim: int) -> str:
+        """The factory of ``params``; before "auto" is sized to data, sized to ``train_size``
+        vectors (an index created without a knowledge base is sized again by ``train``)."""
+        factory: str = cls.for_data(params.train_size, dim, params).factory
+        if _IVF.match(factory) is None:
+            raise IndexBuildError(
+                f'[retriever.index] factory = "{factory}": faiss-compressed needs "auto" or an '
+                f'IVF factory such as "IVF4096_HNSW128,PQ128" or "IVF256,PQ64x4".'
             )
+        return factory
 
     def _tune(self, params: Any) -> None:
         import faiss
@@ -305,7 +402,7 @@ class FaissCompressedIndex(FaissIndex):
 
     @classmethod
     def estimate(cls, n: int, dim: int, params: Any) -> int:
-        factory = cls._factory(params, min(n, params.train_size))
+        factory = cls._factory(cls.for_data(n, dim, params), dim)
         match = _IVF.match(factory)
         assert match is not None  # _factory checked the grammar
         nlist = int(match.group(1))
@@ -347,7 +444,7 @@ class FaissHnswIndex(FaissIndex):
         ef_search: int = Field(default=128, ge=1, description="search-time beam width")
 
     @classmethod
-    def _factory(cls, params: Any, n_train: int | None) -> str:
+    def _factory(cls, params: Any, dim: int) -> str:
         return f"HNSW{params.M}{cls.storage}"
 
     def _tune(self, params: Any) -> None:

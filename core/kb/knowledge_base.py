@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .. import atomic, locks
 from ..artifacts import claim
@@ -53,6 +54,40 @@ def index_directory_name(type_name: str, build_params: dict[str, Any]) -> str:
         value = re.sub(r"[^A-Za-z0-9._]+", ".", str(build_params[key])).strip(".")
         parts.append(f"{key}{value}")
     return "-".join(parts)
+
+
+@runtime_checkable
+class SizedBuild(Protocol):
+    """An index type whose build parameters may depend on the vectors it will hold:
+    ``for_data(n, dim, params)`` → the parameters it builds ``n`` vectors of ``dim`` with
+    (defaults chosen from the data filled in, explicit values kept). A knowledge base names,
+    builds and records the index by these, so a name says what was built."""
+
+    def for_data(self, n: int, dim: int, params: Any) -> Any: ...
+
+
+def sized(declared: Declared, rows: int, dim: int) -> Declared:
+    """``declared`` with the parameters its index type builds ``rows`` vectors of ``dim`` with."""
+    if not isinstance(declared.component, SizedBuild):
+        return declared
+    return dataclasses.replace(
+        declared, params=declared.component.for_data(rows, dim, declared.params)
+    )
+
+
+def sized_rows(count: int, shard: Shard | None) -> int:
+    """The rows an index is sized for: the KB's, or for a shard the smallest shard's, so that
+    every shard of a split is named and built alike."""
+    return count if shard is None else count // shard.count
+
+
+def index_location(directory: Path, declared: Declared, shard: Shard | None) -> Path:
+    """``indexes/<type>-<build params>`` of the KB at ``directory`` (``.shards-N/shard-i``
+    for a shard), by ``declared``'s parameters as they are."""
+    name = index_directory_name(declared.type, build_params(declared))
+    if shard is None:
+        return directory / INDEXES_DIR / name
+    return directory / INDEXES_DIR / f"{name}.shards-{shard.count}" / f"shard-{shard.number}"
 
 
 def build_params(declared: Declared) -> dict[str, Any]:
@@ -164,16 +199,24 @@ class KnowledgeBase:
 
     # --- indexes ---------------------------------------------------------------------------
 
+    def sized(self, declared: Declared, shard: Shard | None = None) -> Declared:
+        """``declared`` with the parameters its index is built with over this KB (or
+        ``shard``): defaults that depend on the data (:class:`SizedBuild`) chosen."""
+        return sized(declared, sized_rows(len(self), shard), self.dim)
+
     def index_path(self, declared: Declared, shard: Shard | None = None) -> Path:
-        return self.index_path_in(self.directory, declared, shard)
+        """Where this KB keeps the index ``declared`` by a spec (of one shard), named by the
+        parameters it is built with (:meth:`sized`)."""
+        return index_location(self.directory, self.sized(declared, shard), shard)
 
     @staticmethod
     def index_path_in(directory: Path, declared: Declared, shard: Shard | None = None) -> Path:
-        """Where the KB at ``directory`` keeps the index ``declared`` by a spec (of one shard)."""
-        name = index_directory_name(declared.type, build_params(declared))
-        if shard is None:
-            return directory / INDEXES_DIR / name
-        return directory / INDEXES_DIR / f"{name}.shards-{shard.count}" / f"shard-{shard.number}"
+        """:meth:`index_path` of the KB at ``directory``, without opening it (its manifest is
+        read when the index type sizes itself to the data)."""
+        if isinstance(declared.component, SizedBuild):
+            manifest = KBManifest.read(directory, "ragloom knowledge base")
+            declared = sized(declared, sized_rows(manifest.count, shard), manifest.dim)
+        return index_location(directory, declared, shard)
 
     def shards(self, count: int) -> list[Shard]:
         """The KB's rows in ``count`` contiguous shards."""
@@ -211,6 +254,7 @@ class KnowledgeBase:
         the KB's cache, or built and cached. Concurrent first uses (threads or processes) build
         it once; the others wait and load it."""
         self.require_vectors(f"the index {declared.type}")
+        declared = self.sized(declared, shard)
         path = self.index_path(declared, shard)
         atomic.recover_directory(path)
         if not path.exists():
@@ -264,11 +308,13 @@ class KnowledgeBase:
         self, declared: Declared, progress: bool = True, shard: Shard | None = None
     ) -> Index:
         """Build the declared index from the stored embeddings (of ``shard``'s rows only, if
-        given) and save it atomically."""
+        given) and save it atomically, with the parameters it is built with in its name and
+        manifest (:meth:`sized`)."""
         import numpy as np
         from tqdm import tqdm
 
         self.require_vectors(f"the index {declared.type}")
+        declared = self.sized(declared, shard)
         started = time.perf_counter()
         target = self.index_path(declared, shard)
         index: Index = declared.component.create(self.dim, declared.params)
