@@ -113,7 +113,10 @@ def test_index_compare_prints_a_table_and_a_plot(
     )
     assert status == 0, err
     lines = out.splitlines()
-    assert "600 vectors of dim 32; 50 queries; k = 10" in lines, out
+    assert (
+        "600 vectors of dim 32; 50 queries (50 midpoints of random pairs of stored vectors); k = 10"
+        in lines
+    ), out
     rows = {line.split()[0]: line.split() for line in lines if line.split()}
     assert rows["faiss-exact"][1] == "1.0000", out
     assert float(rows["hnsw-M8-ef_construction200-seed100"][1]) > 0.5, out

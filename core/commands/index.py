@@ -5,17 +5,20 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..artifacts import check_outside, claim_file
 from ..context import Declared
 from ..errors import SpecError
 from ..plugin_manager import get_registry
-from ..spec import load_component
+from ..spec import load_component, load_spec
 from ..spec.overrides import CliText
 from .common import overrides, table_lines
 from .kb import add_encoding_options, build_from_args
 from .options import at_least_one, passages_per_question
+
+if TYPE_CHECKING:
+    import numpy as np
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 INDEX_TABLE = ("retriever", "index")
@@ -73,15 +76,78 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def question_vectors(kb: Any, data: Path, spec_path: Path) -> np.ndarray:
+    """The questions of the QA file ``data`` encoded by the ``[encoder]`` of the spec at
+    ``spec_path``, which must be the encoder of ``kb``'s passages (or the spec's retriever must
+    allow a mismatch)."""
+    import torch
+
+    from ..evaluation import read_qa
+    from ..pipeline import Pipeline
+
+    questions = [item.question for item in read_qa(data)]
+    spec = load_spec(spec_path)
+    if "encoder" not in spec.components:
+        raise SpecError(
+            str(spec_path),
+            ["has no [encoder] to encode the --data questions: give the spec that built the KB."],
+        )
+    retriever = spec.components.get("retriever")
+    allow_mismatch = retriever is not None and bool(
+        getattr(retriever.params, "allow_mismatch", False)
+    )
+    encoder = Pipeline.from_spec(spec).encoder
+    kb.check_encoder(encoder.fingerprint, allow_mismatch)
+    with torch.inference_mode():
+        vectors: np.ndarray = encoder.encode_queries(questions).to(torch.float32).numpy()
+    return vectors
+
+
+def compare_queries(args: argparse.Namespace, kb: Any) -> tuple[np.ndarray, str]:
+    """The query vectors ``args`` choose and what they are, for the table and the plot."""
+    from ..kb.compare import default_queries, load_queries
+
+    if args.data:
+        vectors = question_vectors(kb, Path(args.data), Path(args.spec))
+        return vectors, f"{len(vectors):,} questions of {Path(args.data).name}"
+    if args.queries:
+        vectors = load_queries(Path(args.queries), kb.dim)
+        return vectors, f"{len(vectors):,} query vectors of {Path(args.queries).name}"
+    vectors = default_queries(kb, args.num_queries)
+    return vectors, f"{len(vectors):,} midpoints of random pairs of stored vectors"
+
+
+def check_query_options(args: argparse.Namespace) -> None:
+    """Refuse query options that contradict each other before anything loads."""
+    at_least_one("--num-queries", args.num_queries)
+    if args.data and args.queries:
+        raise SpecError(
+            "--data", ["give questions (--data) or query vectors (--queries), not both."]
+        )
+    if bool(args.data) != bool(args.spec):
+        raise SpecError(
+            "--data" if args.data else "--spec",
+            [
+                "--data QA.jsonl and --spec SPEC go together (the spec's [encoder] encodes the "
+                "questions): give both."
+            ],
+        )
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from ..kb import KnowledgeBase
-    from ..kb.compare import default_queries, exact_neighbours, load_queries, measure, plot
+    from ..kb.compare import exact_neighbours, measure, plot
 
     passages_per_question("-k", args.k)
-    at_least_one("--num-queries", args.num_queries)
+    check_query_options(args)
     plot_path = Path(args.plot)
-    queries_file = Path(args.queries) if args.queries else None
-    check_outside(plot_path, {"knowledge base": Path(args.kb), "queries": queries_file}, "--plot")
+    inputs = {"queries": args.queries, "QA file": args.data, "spec": args.spec}
+    check_outside(
+        plot_path,
+        {"knowledge base": Path(args.kb)}
+        | {name: Path(value) if value else None for name, value in inputs.items()},
+        "--plot",
+    )
     claim_file(plot_path, "PNG plot", PNG_SIGNATURE)
     kb = KnowledgeBase.open(Path(args.kb))
     if args.k > len(kb):
@@ -92,10 +158,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not types:
         raise SpecError("--types", ["name at least one index type, e.g. faiss-exact,hnsw."])
     declared = [declared_index(name, args.param, only_known=True) for name in types]
-    if args.queries:
-        queries = load_queries(Path(args.queries), kb.dim)
-    else:
-        queries = default_queries(kb, args.num_queries)
+    queries, source = compare_queries(args, kb)
     truth = exact_neighbours(kb, queries, args.k)
     rows: list[tuple[Any, ...]] = [
         ("INDEX", f"RECALL@{args.k}", "QPS@1", "QPS@64", "BUILD s", "B/VECTOR", "MEMORY MB")
@@ -115,9 +178,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 f"{m.memory_bytes / 2**20:.1f}",
             )
         )
-    print(f"{len(kb)} vectors of dim {kb.dim}; {len(queries)} queries; k = {args.k}")
+    print(f"{len(kb)} vectors of dim {kb.dim}; {len(queries)} queries ({source}); k = {args.k}")
     print("\n".join(table_lines(rows)))
-    plot(measurements, args.k, plot_path)
+    title = f"{len(kb):,} vectors of dim {kb.dim}; {source}; k = {args.k}"
+    plot(measurements, args.k, title, plot_path)
     print(f"plot: {args.plot}")
     return 0
 
@@ -155,7 +219,16 @@ def add_to(commands: Any) -> None:
         help="parameter applied to every type that has it",
     )
     compare.add_argument("--queries", help=".npy float32 [n, dim] query vectors")
-    compare.add_argument("--num-queries", type=int, default=1000, help="default query count")
+    compare.add_argument(
+        "--data", help="QA .jsonl file: its questions, encoded by --spec's [encoder], as queries"
+    )
+    compare.add_argument("--spec", help="with --data: the spec whose [encoder] encodes them")
+    compare.add_argument(
+        "--num-queries",
+        type=int,
+        default=1000,
+        help="without --queries or --data: this many midpoints of random pairs of stored vectors",
+    )
     compare.add_argument("-k", type=int, default=10, help="neighbours per query")
     compare.add_argument("--plot", default="index-compare.png", help="PNG to write")
     compare.set_defaults(handler=cmd_compare)
