@@ -70,12 +70,12 @@ class Server:
         self.process.wait(timeout=120)
 
 
-def ask(client: httpx.Client, url: str, question: str) -> tuple[str, float]:
+def ask(client: httpx.Client, url: str, model: str, question: str) -> tuple[str, float]:
     """One chat completion: the answer and the seconds it took."""
     began = time.perf_counter()
     response = client.post(
         f"{url}/v1/chat/completions",
-        json={"model": "wikipedia", "messages": [{"role": "user", "content": question}]},
+        json={"model": model, "messages": [{"role": "user", "content": question}]},
         timeout=REQUEST_TIMEOUT,
     )
     response.raise_for_status()
@@ -98,7 +98,7 @@ class Level:
     batch: float  # mean questions per pipeline call
 
 
-def level(url: str, questions: list[str], clients: int, deadline: float) -> Level:
+def level(url: str, model: str, questions: list[str], clients: int, deadline: float) -> Level:
     """``len(questions)`` requests shared by ``clients`` threads, one at a time each."""
     pending = iter(enumerate(questions))
     lock = threading.Lock()
@@ -112,7 +112,7 @@ def level(url: str, questions: list[str], clients: int, deadline: float) -> Leve
                     number, question = next(pending, (-1, ""))
                 if number < 0:
                     return
-                text, seconds = ask(http, url, question)
+                text, seconds = ask(http, url, model, question)
                 with lock:
                     answers[number] = text
                     latencies.append(seconds)
@@ -143,6 +143,7 @@ def main() -> None:
     parser.add_argument("--requests", default="8,32,64", help="requests per level")
     parser.add_argument("--deadline", type=float, default=1800.0, help="seconds for everything")
     args = parser.parse_args()
+    model = Path(args.spec).stem  # the name ragloom serve gives the spec's pipeline
     levels = [int(n) for n in args.levels.split(",")]
     counts = [int(n) for n in args.requests.split(",")]
     if len(counts) != len(levels):
@@ -156,13 +157,13 @@ def main() -> None:
             server = Server(Path(args.spec), options, Path(logs) / f"{mode}.log")
             try:
                 with httpx.Client() as http:
-                    ask(http, server.url, pool[-1])  # the first call's one-time costs
+                    ask(http, server.url, model, pool[-1])  # the first call's one-time costs
                 results[mode] = {}
                 start = 0
                 for clients, count in zip(levels, counts, strict=True):
                     questions = [pool[(start + i) % len(pool)] for i in range(count)]
                     start += count
-                    measured = level(server.url, questions, clients, deadline)
+                    measured = level(server.url, model, questions, clients, deadline)
                     results[mode][clients] = measured
                     print(
                         f"batching {mode}, {clients} clients: {measured.rps:.2f} req/s", flush=True
