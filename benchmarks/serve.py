@@ -13,7 +13,7 @@ of batching on over off; and whether every answer was the same in both modes.
 Bounded: a fixed number of requests per level, a per-request timeout and an overall deadline;
 nothing but 127.0.0.1 is contacted.
 
-    python benchmarks/serve.py [--spec examples/wikipedia.toml] [--levels 1,8,32]
+    python benchmarks/serve.py [--spec examples/wikipedia.toml | --tiny] [--levels 1,8,32]
                                [--requests 8,32,64] [--deadline 1800]
 """
 
@@ -68,6 +68,23 @@ class Server:
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(timeout=120)
+
+
+def tiny_spec(root: Path) -> Path:
+    """The tests' tiny random pipeline (64-wide BART, 3 passages of a 120-passage KB, 16
+    tokens), where the model's time per call is small and fixed costs weigh."""
+    import faiss
+
+    from ragloom import Pipeline
+    from ragloom.kb.hf import import_hf
+    from ragloom.testing.tiny_models import Size, rag_checkpoint, rag_spec, recipe_knowledge_base
+
+    checkpoint, _, context = rag_checkpoint(root, seed=1, size=Size(generator_hidden=64))
+    passages, index = recipe_knowledge_base(root, context, faiss.IndexFlatIP(32))
+    path = root / "tiny.toml"
+    path.write_text(rag_spec(checkpoint, context, root / "kb", n_docs=3, max_length=16))
+    import_hf(passages, root / "kb", index, Pipeline.from_spec(path).encoder, "dpr")
+    return path
 
 
 def ask(client: httpx.Client, url: str, model: str, question: str) -> tuple[str, float]:
@@ -139,11 +156,11 @@ def level(url: str, model: str, questions: list[str], clients: int, deadline: fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", default=str(REPO / "examples" / "wikipedia.toml"))
+    parser.add_argument("--tiny", action="store_true", help="the tests' tiny pipeline instead")
     parser.add_argument("--levels", default="1,8,32", help="concurrent clients per level")
     parser.add_argument("--requests", default="8,32,64", help="requests per level")
     parser.add_argument("--deadline", type=float, default=1800.0, help="seconds for everything")
     args = parser.parse_args()
-    model = Path(args.spec).stem  # the name ragloom serve gives the spec's pipeline
     levels = [int(n) for n in args.levels.split(",")]
     counts = [int(n) for n in args.requests.split(",")]
     if len(counts) != len(levels):
@@ -152,9 +169,11 @@ def main() -> None:
         pool = [json.loads(line)["question"] for line in lines]
     deadline = time.monotonic() + args.deadline
     results: dict[str, dict[int, Level]] = {}
-    with tempfile.TemporaryDirectory(prefix="ragloom-serve-bench-") as logs:
+    with tempfile.TemporaryDirectory(prefix="ragloom-serve-bench-") as scratch:
+        spec = tiny_spec(Path(scratch)) if args.tiny else Path(args.spec)
+        model = spec.stem  # the name ragloom serve gives the spec's pipeline
         for mode, options in MODES.items():
-            server = Server(Path(args.spec), options, Path(logs) / f"{mode}.log")
+            server = Server(spec, options, Path(scratch) / f"{mode}.log")
             try:
                 with httpx.Client() as http:
                     ask(http, server.url, model, pool[-1])  # the first call's one-time costs

@@ -550,6 +550,22 @@ def test_requests_arriving_together_share_one_call(worker: Any, alone: dict[str,
     assert worker.stats.report(worker.queue())["batches"]["sizes"] == {"6": 1}
 
 
+def test_a_request_alone_does_not_wait_for_company(pipeline: Pipeline) -> None:
+    from ragloom.serving.stats import Stats
+    from ragloom.serving.worker import ModelWorker
+
+    alone = ModelWorker(
+        pipeline, 8, max_wait_ms=60_000, queue_size=4, stats=Stats(), arriving=lambda: 1
+    )
+    alone.start()
+    try:
+        began = time.monotonic()
+        settled(alone.submit("answer", "a", QUESTIONS[:1]))
+        assert time.monotonic() - began < 30, "it waited for requests that were not coming"
+    finally:
+        alone.close()
+
+
 def test_a_batch_holds_max_batch_questions_and_one_settings(worker: Any) -> None:
     jobs = [worker.submit("answer", "a", QUESTIONS[i : i + 3]) for i in (0, 3, 6)]
     jobs.append(worker.submit("answer", "b", QUESTIONS[9:10], num_beams=2))

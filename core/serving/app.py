@@ -50,6 +50,9 @@ from .settings import ServerSettings
 from .stats import Stats
 from .worker import Event, Job, ModelWorker, StreamJob
 
+MODEL_PATHS = frozenset({"/v1/chat/completions", "/v1/answer", "/v1/retrieve"})
+"""The endpoints whose requests go to the model worker."""
+
 MIN_BODY_BYTES = 1 << 20
 """Request bodies may hold at least 1 MiB (more when the question limits need it)."""
 
@@ -79,7 +82,8 @@ class Metered:
                 status = message["status"]
             await send(message)
 
-        self.stats.started()
+        for_the_model = scope["method"] == "POST" and scope["path"] in MODEL_PATHS
+        self.stats.started(for_the_model)
         try:
             await self.app(scope, receive, sending)
         finally:
@@ -87,7 +91,8 @@ class Metered:
             path = getattr(route, "path", None)
             if path is None:
                 path = "/static" if scope["path"].startswith("/static/") else "other"
-            self.stats.finished(f"{scope['method']} {path}", status, time.monotonic() - began)
+            endpoint = f"{scope['method']} {path}"
+            self.stats.finished(endpoint, status, time.monotonic() - began, for_the_model)
 
 
 def sse(data: dict[str, Any] | str) -> str:
@@ -104,7 +109,12 @@ def create_app(
     wrapped so that the metrics and the JSON errors see every response, the body limit's too."""
     stats = Stats()
     worker = ModelWorker(
-        pipeline, settings.max_batch, settings.max_wait_ms, settings.queue_size, stats
+        pipeline,
+        settings.max_batch,
+        settings.max_wait_ms,
+        settings.queue_size,
+        stats,
+        arriving=stats.for_the_model,
     )
     spec = pipeline.spec
 

@@ -33,20 +33,28 @@ class Stats:
         self._batch_questions: Counter[int] = Counter()
         self._batch_seconds = 0.0
         self._in_flight = 0
+        self._for_the_model = 0
 
-    def started(self) -> None:
-        """A request came in."""
+    def started(self, for_the_model: bool) -> None:
+        """A request came in; ``for_the_model``: one that the model will answer."""
         with self._lock:
             self._in_flight += 1
+            self._for_the_model += for_the_model
 
-    def finished(self, endpoint: str, status: int, seconds: float | None) -> None:
-        """A request to ``endpoint`` (``"POST /v1/answer"``) ended with ``status``; ``seconds``
-        from its arrival to its last byte, None when it is not timed (``/metrics`` itself)."""
+    def finished(self, endpoint: str, status: int, seconds: float, for_the_model: bool) -> None:
+        """A request to ``endpoint`` (``"POST /v1/answer"``) ended with ``status``, ``seconds``
+        after its arrival (its last byte sent)."""
         with self._lock:
             self._in_flight -= 1
+            self._for_the_model -= for_the_model
             self._statuses[endpoint][status] += 1
-            if seconds is not None:
-                self._latencies[endpoint].append(seconds)
+            self._latencies[endpoint].append(seconds)
+
+    def for_the_model(self) -> int:
+        """Requests in flight that the model answers, from their arrival (before their body is
+        read) to their last byte."""
+        with self._lock:
+            return self._for_the_model
 
     def batch(self, questions: int, seconds: float) -> None:
         """One pipeline call over ``questions`` questions took ``seconds``."""

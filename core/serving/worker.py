@@ -1,9 +1,9 @@
 """The model worker: the one thread that runs the pipeline, batching what comes in meanwhile.
 
 Requests wait in one bounded queue. The thread takes the oldest; an answer or retrieval waits up
-to ``max_wait_ms`` (from its arrival) for others with the same settings, which join it in one
-``Pipeline.generate`` or ``Pipeline.retrieve`` call of at most ``max_batch`` questions (a
-request is never split; a larger one runs alone). Streams (``Pipeline.stream``) are decoded a
+to ``max_wait_ms`` (from its arrival; not at all when no other request is on its way) for others
+with the same settings, which join it in one ``Pipeline.generate`` or ``Pipeline.retrieve`` call
+of at most ``max_batch`` questions (a request is never split; a larger one runs alone). Streams (``Pipeline.stream``) are decoded a
 piece at a time, every running stream one piece per round, with batches in between, so a long
 answer delays nobody; at most ``max_batch`` run at once, the others wait in the queue.
 
@@ -84,9 +84,19 @@ class ModelWorker:
     """Runs every pipeline call of one server in one thread (start with :meth:`start`)."""
 
     def __init__(
-        self, pipeline: Pipeline, max_batch: int, max_wait_ms: float, queue_size: int, stats: Stats
+        self,
+        pipeline: Pipeline,
+        max_batch: int,
+        max_wait_ms: float,
+        queue_size: int,
+        stats: Stats,
+        arriving: Callable[[], int] | None = None,
     ) -> None:
+        """``arriving``: how many requests for the model the server holds, those still being
+        read included; a batch does not wait when all of them are in the queue already (None:
+        unknown, it always waits)."""
         self.pipeline = pipeline
+        self.arriving = arriving
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
         self.queue_size = queue_size
@@ -189,7 +199,7 @@ class ModelWorker:
             mates = [job for job in self._waiting if isinstance(job, Job) and _mates(job, first)]
             left = first.arrived + self.max_wait - time.monotonic()
             full = sum(len(job.questions) for job in mates) >= self.max_batch
-            if full or left <= 0 or self._closing:
+            if full or left <= 0 or self._closing or self._nobody_else():
                 break
             if self._running:
                 return []
@@ -204,6 +214,12 @@ class ModelWorker:
                 batch.append(job)
                 size += len(job.questions)
         return batch
+
+    def _nobody_else(self) -> bool:
+        """Whether every request the server holds is queued or running already, so that
+        waiting would gather nothing (holding the lock)."""
+        held = len(self._waiting) + len(self._running)
+        return self.arriving is not None and self.arriving() <= held
 
     def _take_streams(self) -> list[StreamJob]:
         """Queued streams to start, while fewer than ``max_batch`` run (holding the lock)."""
