@@ -1,4 +1,4 @@
-"""Readers on the embedded corpus: rag-token, rag-sequence and fusion × n_docs 1 / 5 / 10, a
+"""Readers on the embedded corpus: rag-token, rag-sequence and fusion by n_docs 1 / 5 / 10, a
 closed-book baseline and the embedded default, on all of ``data/wikipedia_qa.jsonl``.
 
 Every cell is ``examples/wikipedia.toml`` (SmolLM2-135M-Instruct reading MiniLM's passages) with

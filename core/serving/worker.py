@@ -3,9 +3,10 @@
 Requests wait in one bounded queue. The thread takes the oldest; an answer or retrieval waits up
 to ``max_wait_ms`` (from its arrival; not at all when no other request is on its way) for others
 with the same settings, which join it in one ``Pipeline.generate`` or ``Pipeline.retrieve`` call
-of at most ``max_batch`` questions (a request is never split; a larger one runs alone). Streams (``Pipeline.stream``) are decoded a
-piece at a time, every running stream one piece per round, with batches in between, so a long
-answer delays nobody; at most ``max_batch`` run at once, the others wait in the queue.
+of at most ``max_batch`` questions (a request is never split; a larger one runs alone). Streams
+(``Pipeline.stream``) are decoded a piece at a time, every running stream one piece per round,
+with batches in between, so a long answer delays nobody; at most ``max_batch`` run at once, the
+others wait in the queue.
 
 The event loop never touches the pipeline: it gets a :class:`concurrent.futures.Future` per
 request, or a stream's events through a callback it makes thread-safe.
