@@ -426,6 +426,7 @@ def test_unknown_paths_and_methods_answer_json(server: Server) -> None:
 
 def test_metrics_count_requests_batches_latency_and_queue(server: Server) -> None:
     post(server, "/v1/answer", {"questions": QUESTIONS[:2]})
+    get(server, "/healthz")
     metrics = get(server, "/metrics").json()
     assert metrics["requests"]["by_endpoint"]["POST /v1/answer"]["200"] >= 1
     assert metrics["requests"]["total"] >= 2

@@ -44,8 +44,13 @@ def warm_up(pipeline: Pipeline) -> TokenLayout:
     return TokenLayout()
 
 
+BACKLOG = 2048
+"""Connections the system holds before they are accepted (uvicorn's own default)."""
+
+
 def bind(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host:port``, not yet listening."""
+    """A TCP socket listening on ``host:port``: a client that connects once the address is
+    printed waits in its backlog until uvicorn accepts, instead of being refused."""
     try:
         family, kind, protocol, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM
@@ -59,6 +64,7 @@ def bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
+        sock.listen(BACKLOG)
     except OSError as error:
         sock.close()
         advice = {
