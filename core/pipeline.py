@@ -42,6 +42,7 @@ from .registry import Registry
 from .spec import ComponentSpec, GenerationSettings, Spec, load_spec
 from .spec.model import MAX_K
 from .spec.problems import describe
+from .spec.threads import use_threads
 
 if TYPE_CHECKING:
     import torch
@@ -152,9 +153,12 @@ class Pipeline:
         return declared
 
     def _build(self, declared: ComponentSpec) -> Any:
-        """Build a component, never in inference mode (its weights may be trained later)."""
+        """Build a component, never in inference mode (its weights may be trained later),
+        after setting ``[pipeline] threads`` when the spec gives it."""
         import torch
 
+        if self.spec.pipeline.threads is not None:
+            use_threads(self.spec.pipeline.threads)
         with torch.inference_mode(False):
             return self._build_now(declared)
 

@@ -43,13 +43,21 @@ class Settings(BaseModel):
 
 
 class PipelineSettings(Settings):
-    """``[pipeline]``: how many documents to retrieve, and an optional RAG checkpoint directory."""
+    """``[pipeline]``: how many documents to retrieve, an optional RAG checkpoint directory, and
+    how many threads torch and faiss use."""
 
     n_docs: int = Field(default=5, ge=1, description="documents retrieved per question")
     checkpoint: SpecPath | None = Field(
         default=None,
         description="a RAG checkpoint directory (transformers' save_pretrained, or ragloom "
         "train's) supplying encoder and generator",
+    )
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="threads of torch and faiss, set when a component is built (unset: the "
+        "process's setting; the CLI's default is OMP_NUM_THREADS, else the CPUs this process "
+        "may use)",
     )
 
 
