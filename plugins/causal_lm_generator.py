@@ -356,7 +356,9 @@ class CausalLMGenerator:
 
     def _prefill(self, prompts: list[list[int]]) -> CausalState:
         """Left-pad the prompts and run them through the model once, filling the cache (in
-        training mode, keep them for ``score`` instead)."""
+        training mode, keep them for ``score`` instead). The prompt's logits are never read, so
+        the prefill runs the model without its output layer: at SmolLM2's vocabulary that layer
+        is about a fifth of the work per prompt token."""
         width = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.int64)
         mask = torch.zeros((len(prompts), width), dtype=torch.int64)
@@ -370,7 +372,7 @@ class CausalLMGenerator:
         from transformers import DynamicCache
 
         cache = DynamicCache()
-        self.model(
+        self.model.base_model(
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
