@@ -21,7 +21,13 @@ from .commands import index as index_commands
 from .commands import kb as kb_commands
 from .commands import serve as serve_commands
 from .commands import train as train_commands
-from .commands.common import add_set_option, component_lines, spec_from_args, table_lines
+from .commands.common import (
+    add_set_option,
+    component_lines,
+    spec_from_args,
+    table_lines,
+    use_command_threads,
+)
 from .errors import RagloomError, SpecError
 from .locks import waiting
 from .plugin_manager import get_registry
@@ -82,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check a spec without loading anything heavy")
     validate.add_argument("spec", help="path to a TOML spec")
-    add_set_option(validate)
+    add_set_option(validate, threads=False)
     validate.set_defaults(handler=cmd_validate)
 
     ask_commands.add_to(commands)
@@ -102,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         with waiting(not getattr(args, "no_wait", False)):
+            if "threads" in vars(args):
+                use_command_threads(args)
             status: int = args.handler(args)
     except RagloomError as error:
         print(f"error: {error}", file=sys.stderr)

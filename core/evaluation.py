@@ -22,7 +22,7 @@ from .errors import RagloomError
 from .kb.documents import DocumentsError, described, json_records, string_field
 from .kb.manifest import MANIFEST_FILE
 from .metrics import answer_problems, exact_match, f1, has_answer
-from .protocols import Answer, KnowledgeBaseRetriever
+from .protocols import Answer, KnowledgeBaseRetriever, Passage
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -106,9 +106,10 @@ def evaluate(
     generate: bool = True,
 ) -> Summary:
     """Answer every question (one at a time, for latency) and write ``out/``:
-    ``ragloom-eval.json`` (what ``out`` is), ``questions.jsonl`` (as it goes), ``summary.json``,
-    ``spec.toml``, ``index-manifest.json``. Without ``generate``, only retrieval runs (recall;
-    exact match and F1 stay 0, latency is retrieval's).
+    ``ragloom-eval.json`` (what ``out`` is), ``questions.jsonl`` (as it goes, one
+    :func:`question_record` a line), ``summary.json``, ``spec.toml`` (every path absolute),
+    ``index-manifest.json``. Without ``generate``, only retrieval runs and the generator is never
+    built (recall; exact match, F1 and scores are None, latency is retrieval's).
 
     ``out`` is locked while it is written and must be new, empty or an earlier evaluation."""
     out = absolute(out)
@@ -135,28 +136,15 @@ def _evaluate(
         for item in tqdm(items, unit="question", desc="eval"):
             started = time.perf_counter()
             retrieval = pipeline.retrieve([item.question], k=depth)
-            if generate:
-                (answer,) = pipeline.generate_from([item.question], retrieval)
-            else:
-                answer = Answer("", 0.0, [], retrieval.passages[0][:n_docs])
+            answer = pipeline.generate_from([item.question], retrieval)[0] if generate else None
             latency = time.perf_counter() - started
-            found = [has_answer(p.text, item.answers) for p in retrieval.passages[0]]
-            recall = {k: float(any(found[:k])) for k in ks}
-            scores["em"].append(exact_match(answer.text, item.answers) if generate else 0.0)
-            scores["f1"].append(f1(answer.text, item.answers) if generate else 0.0)
+            row = question_record(item, answer, retrieval.passages[0], ks, latency)
+            if answer is not None:
+                scores["em"].append(row["exact_match"])
+                scores["f1"].append(row["f1"])
             scores["latency"].append(latency)
             for k in ks:
-                hits[k].append(recall[k])
-            row = {
-                "question": item.question,
-                "answers": item.answers,
-                "prediction": answer.text,
-                "exact_match": scores["em"][-1] if generate else None,
-                "f1": scores["f1"][-1] if generate else None,
-                "latency": round(latency, 4),
-                "passages": [p.title for p in answer.passages],
-                **{f"recall@{k}": value for k, value in recall.items()},
-            }
+                hits[k].append(row[f"recall@{k}"])
             log.write(json.dumps(row, ensure_ascii=False) + "\n")
             log.flush()
     count = len(items)
@@ -172,6 +160,45 @@ def _evaluate(
     atomic.write_text(out / "summary.json", json.dumps(asdict(summary), indent=2) + "\n")
     _copy_manifests(pipeline, out)
     return summary
+
+
+def question_record(
+    item: QAItem,
+    answer: Answer | None,
+    passages: Sequence[Passage],
+    ks: Sequence[int],
+    latency: float,
+) -> dict[str, Any]:
+    """One line of ``questions.jsonl``: the question and its answers; the prediction, its score
+    (the log-probability decoding ranked it by, as ``ragloom ask`` prints it), exact match and
+    F1 (None without an ``answer``: ``--retrieval-only``); the seconds it took; recall@k for
+    each cut-off; and every retrieved passage, best first (the generator read the first
+    ``n_docs``)."""
+    found = [has_answer(passage.text, item.answers) for passage in passages]
+    return {
+        "question": item.question,
+        "answers": item.answers,
+        "prediction": "" if answer is None else answer.text,
+        "score": None if answer is None else round(answer.score, 4),
+        "exact_match": None if answer is None else exact_match(answer.text, item.answers),
+        "f1": None if answer is None else f1(answer.text, item.answers),
+        "latency": round(latency, 4),
+        **{f"recall@{k}": float(any(found[:k])) for k in ks},
+        "passages": [passage_record(p, has) for p, has in zip(passages, found, strict=True)],
+    }
+
+
+def passage_record(passage: Passage, has: bool) -> dict[str, Any]:
+    """A retrieved passage as a question's record lists it: its id (its row in the knowledge
+    base), the score it was ranked by, whether it holds an answer (what recall counts), its
+    title and its whole text."""
+    return {
+        "id": passage.id,
+        "score": round(passage.score, 4),
+        "has_answer": has,
+        "title": passage.title,
+        "text": passage.text,
+    }
 
 
 def warn_unscorable(items: Sequence[QAItem], generated: bool) -> None:

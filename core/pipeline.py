@@ -79,6 +79,8 @@ class Pipeline:
         types = {table: component.type for table, component in spec.components.items()}
         self.context = BuildContext(spec.base_dir, spec.pipeline, self.component, types)
         self._built: dict[str, Any] = {}
+        self._shared: dict[str, Pipeline] = {}
+        """Tables whose component is another pipeline's (:meth:`share`), taken on first use."""
         self._building = threading.RLock()  # first uses from several threads build once
         self._checked_compatibility = False
 
@@ -106,8 +108,10 @@ class Pipeline:
         return cls(spec, registry)
 
     def share(self, other: Pipeline, *tables: str) -> Pipeline:
-        """Use ``other``'s built components for ``tables`` (same objects, same weights): how an
-        experiment swaps one part, e.g. the knowledge base, and keeps the models loaded."""
+        """Use ``other``'s components for ``tables`` (same objects, same weights): how an
+        experiment swaps one part, e.g. the knowledge base, and keeps the models loaded. A
+        component ``other`` has not built yet is built by it when either pipeline first needs
+        it, so sharing loads nothing that is never used."""
         if not isinstance(other, Pipeline):
             raise ParameterError(
                 f"share(other, ...): other must be a Pipeline, not {type(other).__name__} "
@@ -119,22 +123,33 @@ class Pipeline:
                     f'share(other, {table!r:.40}): tables are names such as "encoder" or '
                     f'"generator", not {type(table).__name__}.'
                 )
-            self._built[table] = other.component(table, "share()")
+            other._declared(table, "share()")
+            self._shared[table] = other
+            self._built.pop(table, None)
         return self
 
     def to_spec(self) -> str:
-        """The pipeline's spec as TOML, every default explicit; ``from_spec`` reads it back."""
-        return self.spec.to_toml()
+        """The pipeline's spec as TOML, every default explicit and every path absolute (resolved
+        against the spec's directory, as the pipeline reads them), so that the text names the
+        same files wherever it is written; ``from_spec`` reads it back."""
+        import tomli_w
+
+        return tomli_w.dumps(self.spec.with_absolute_paths())
 
     # --- components -------------------------------------------------------------------------
 
     def component(self, table: str, needed_by: str = "this call") -> Any:
         """The component declared in ``[table]``, built on first use (once, however many
-        threads ask at the same time)."""
+        threads ask at the same time; by the pipeline it is shared from, if any)."""
         if table not in self._built:
             with self._building:
                 if table not in self._built:
-                    self._built[table] = self._build(self._declared(table, needed_by))
+                    owner = self._shared.get(table)
+                    self._built[table] = (
+                        self._build(self._declared(table, needed_by))
+                        if owner is None
+                        else owner.component(table, needed_by)
+                    )
         return self._built[table]
 
     def require(self, *tables: str, needed_by: str) -> None:

@@ -222,3 +222,51 @@ def test_retrieval_only_reports_recall_without_generating(
     assert row.split()[1:3] == ["-", "-"]
     summary = json.loads((tmp_path / "r" / "spec" / "summary.json").read_text())
     assert summary["exact_match"] is None and summary["recall"]["1"] in (0.0, 1.0)
+
+
+def test_a_question_record_lists_every_retrieved_passage_in_full(
+    spec: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ragloom.kb import KnowledgeBase
+
+    data = write_qa(tmp_path / "qa.jsonl", [{"question": "paris capital", "answers": ["paris"]}])
+    status = main(["eval", str(spec), "--data", str(data), "--out", str(tmp_path / "r"), "-k", "4"])
+    assert status == 0, capsys.readouterr().err
+    (row,) = [json.loads(line) for line in (tmp_path / "r/spec/questions.jsonl").open()]
+    answer = Pipeline.from_spec(spec).generate(["paris capital"])[0]
+    assert row["prediction"] == answer.text and row["score"] == round(answer.score, 4)
+    assert [set(passage) for passage in row["passages"]] == [
+        {"id", "score", "has_answer", "title", "text"}
+    ] * 4  # max(n_docs 3, k 4): what recall was counted on
+    kb = KnowledgeBase.open(spec.parent / "kb")
+    retrieved = Pipeline.from_spec(spec).retrieve(["paris capital"], k=4)
+    for passage, found in zip(row["passages"], retrieved.passages[0], strict=True):
+        assert passage["id"] == found.id and passage["score"] == pytest.approx(found.score, 1e-4)
+        assert passage["text"] == kb.passages.columns(found.id, found.id + 1)[1][0]
+        assert passage["has_answer"] == has_answer(passage["text"], ["paris"])
+    assert row["recall@4"] == float(any(p["has_answer"] for p in row["passages"]))
+
+
+def test_retrieval_only_never_loads_the_generator(spec: Path, tmp_path: Path) -> None:
+    """Not for the spec, nor for variants of a sweep (which share the spec's models)."""
+    import subprocess
+
+    from conftest import ragloom_command
+
+    broken = tmp_path / "broken.toml"
+    broken.write_text(spec.read_text().replace('"bart"', '"bart"\npath = "no-such-model"'))
+    data = write_qa(tmp_path / "qa.jsonl", [{"question": "paris capital", "answers": ["paris"]}])
+    sweep = ("--sweep", "retriever.index.type=faiss-exact,faiss-hnsw")
+    command = ragloom_command("eval", broken, "--data", data, *sweep)
+    result = subprocess.run(
+        [*command, "--retrieval-only", "--out", tmp_path / "r"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    (row,) = [
+        json.loads(line)
+        for line in (tmp_path / "r/retriever.index.type=faiss-hnsw/questions.jsonl").open()
+    ]
+    assert row["prediction"] == "" and row["score"] is None and row["exact_match"] is None
+    assert len(row["passages"]) == 10 and all(passage["text"] for passage in row["passages"])
+    generating = subprocess.run([*command, "--out", tmp_path / "g"], capture_output=True)
+    assert generating.returncode == 1 and b"no-such-model does not exist" in generating.stderr

@@ -68,6 +68,30 @@ def test_overrides_and_to_spec_round_trip(
     assert retyped.spec.generation.num_beams == 3
 
 
+def test_to_spec_written_elsewhere_names_the_same_files(tmp_path: Path, registry: Registry) -> None:
+    """Relative paths are written absolute (against the spec's directory), so a copy in another
+    directory does not point at another knowledge base; ``~`` and ``asset:`` names as they mean."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "spec.toml").write_text(
+        'schema = 1\n[pipeline]\ncheckpoint = "models/rag"\n'
+        '[encoder]\ntype = "dpr"\npassage_path = "~/ctx"\n'
+        '[retriever]\ntype = "dense"\nkb = "kb/wiki"\n[retriever.index]\ntype = "faiss-exact"\n'
+        '[generator]\ntype = "causal-lm"\npath = "asset:smollm2"\n',
+        encoding="utf-8",
+    )
+    pipeline = Pipeline.from_spec(project / "spec.toml", registry=registry)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "copy.toml").write_text(pipeline.to_spec(), encoding="utf-8")
+    copy = Pipeline.from_spec(tmp_path / "runs" / "copy.toml", registry=registry).spec
+    resolved = project.resolve()
+    assert copy.pipeline.checkpoint == str(resolved / "models" / "rag")
+    assert copy.components["retriever"].params.kb == str(resolved / "kb" / "wiki")
+    assert copy.components["encoder"].params.passage_path == str(Path.home() / "ctx")
+    assert copy.components["generator"].params.path == "asset:smollm2"
+    assert copy.with_absolute_paths() == pipeline.spec.with_absolute_paths()
+
+
 def test_generation_overrides_are_validated(
     write_spec: Callable[..., Path], toy_registry: Registry
 ) -> None:

@@ -118,4 +118,6 @@ def test_ask_streams_through_the_cli(spec: Path) -> None:
         text=True,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(answer.text) and f"[score {answer.score:.2f}]" in result.stdout
+    assert result.stdout.startswith(answer.text) and (
+        f"[log-probability {answer.score:.2f} under rag-token]" in result.stdout
+    )

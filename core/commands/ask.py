@@ -10,8 +10,15 @@ from ..protocols import Answer
 from .common import add_set_option, spec_from_args
 
 
-def print_answer(answer: Answer, show_passages: bool, indent: str = "") -> None:
-    print(f"{indent}{answer.text or '(empty answer)'}    [score {answer.score:.2f}]")
+def score_label(answer: Answer, marginalizer: str) -> str:
+    """What follows an answer: its score named for what it is, the answer's log-probability
+    under the ``marginalizer`` type that decoded it (length-normalized in beam search, as
+    :class:`ragloom.protocols.Answer` says)."""
+    return f"[log-probability {answer.score:.2f} under {marginalizer}]"
+
+
+def print_answer(answer: Answer, marginalizer: str, show_passages: bool, indent: str = "") -> None:
+    print(f"{indent}{answer.text or '(empty answer)'}    {score_label(answer, marginalizer)}")
     print_passages(answer, show_passages, indent)
 
 
@@ -26,15 +33,17 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from ..pipeline import Pipeline
 
     pipeline = Pipeline.from_spec(spec_from_args(args.spec, args.set))
+    pipeline.require("generator", "marginalizer", needed_by="ragloom ask")
+    marginalizer = pipeline.spec.components["marginalizer"].type
     if not args.stream:
         (answer,) = pipeline.generate([args.question])
-        print_answer(answer, args.show_passages)
+        print_answer(answer, marginalizer, args.show_passages)
         return 0
     stream = pipeline.stream(args.question)
     for piece in stream:
         print(piece, end="", flush=True)
     answer = stream.answer
-    print(f"{'' if answer.text else '(empty answer)'}    [score {answer.score:.2f}]")
+    print(f"{'' if answer.text else '(empty answer)'}    {score_label(answer, marginalizer)}")
     print_passages(answer, args.show_passages)
     return 0
 

@@ -35,7 +35,9 @@ def answer_questions(pipeline: Pipeline) -> None:
         if number == 0:
             print(f"(first answer after {time.perf_counter() - started:.0f} s)")
         print(f"Q: {question}")
-        print_answer(answer, show_passages=True, indent="   ")
+        print_answer(
+            answer, pipeline.spec.components["marginalizer"].type, show_passages=True, indent="   "
+        )
         print()
 
 
