@@ -28,6 +28,7 @@ from .commands.common import (
     table_lines,
     use_command_threads,
 )
+from .commands.verbosity import RagloomParser, set_verbosity
 from .errors import RagloomError, SpecError
 from .locks import waiting
 from .plugin_manager import get_registry
@@ -75,10 +76,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = RagloomParser(
         prog="ragloom",
         description="Retrieval-Augmented Generation you can take apart.",
     )
+    parser.set_defaults(verbose=False)
     parser.add_argument("--version", action="version", version=f"ragloom {ragloom_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -106,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     logging.getLogger("ragloom").setLevel(logging.INFO)
     args = build_parser().parse_args(argv)
+    set_verbosity(args.verbose)
     try:
         with waiting(not getattr(args, "no_wait", False)):
             if "threads" in vars(args):

@@ -84,3 +84,32 @@ def test_version_and_console_script() -> None:
         check=True,
     )
     assert result.stdout.startswith("ragloom ")
+
+
+def test_ask_names_its_score_and_loads_models_quietly_unless_verbose(
+    tiny_rag: Callable[..., Path],
+) -> None:
+    """The score is the answer's log-probability under the marginalizer; transformers' progress
+    bars ("Loading weights") show only with --verbose, which every command takes."""
+    import os
+
+    from conftest import ragloom_command
+    from ragloom import Pipeline
+
+    spec = tiny_rag("ask")
+    (answer,) = Pipeline.from_spec(spec).generate(["paris capital"])
+    environment = {name: value for name, value in os.environ.items() if "PROGRESS_BARS" not in name}
+
+    def ask(*argv: object) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            ragloom_command(*argv), capture_output=True, text=True, env=environment
+        )
+        assert result.returncode == 0, result.stderr
+        return result
+
+    quiet = ask("ask", spec, "paris capital")
+    label = f"[log-probability {answer.score:.2f} under rag-token]"
+    assert quiet.stdout == f"{answer.text or '(empty answer)'}    {label}\n"
+    assert "Loading weights" not in quiet.stderr and "%|" not in quiet.stderr
+    assert "Loading weights" in ask("ask", spec, "paris capital", "--verbose").stderr
+    assert "Loading weights" in ask("--verbose", "ask", spec, "paris capital").stderr
