@@ -355,31 +355,54 @@ class CausalLMGenerator:
         return self._prefill([ids for ids, _ in fused])
 
     def _prefill(self, prompts: list[list[int]]) -> CausalState:
-        """Left-pad the prompts and run them through the model once, filling the cache (in
-        training mode, keep them for ``score`` instead). The prompt's logits are never read, so
-        the prefill runs the model without its output layer: at SmolLM2's vocabulary that layer
-        is about a fifth of the work per prompt token."""
+        """Left-pad the prompts and run them through the model, filling the cache (in training
+        mode, keep them for ``score`` instead).
+
+        Rows of similar length are prefilled together (:func:`length_groups`) and their caches
+        laid side by side, left-padded with masked zeros: a batch of short and long prompts costs
+        its real tokens, not rows times the longest. The prompt's logits are never read, so the
+        prefill runs the model without its output layer (at SmolLM2's vocabulary, about a fifth
+        of the work per prompt token)."""
+        ids, mask = self._left_padded(prompts)
+        if self.model.training:
+            return CausalState(mask, mask.sum(1), None, ids)
+        from transformers import DynamicCache
+
+        width = ids.shape[1]
+        layers: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []
+        order: list[int] = []
+        for group in length_groups([len(p) for p in prompts]):
+            group_ids, group_mask = self._left_padded([prompts[row] for row in group])
+            cache = DynamicCache()
+            self.model.base_model(
+                input_ids=group_ids,
+                attention_mask=group_mask,
+                position_ids=(group_mask.cumsum(1) - 1).clamp(min=0),
+                use_cache=True,
+                **{self._cache_argument: cache},
+            )
+            if not layers:
+                layers = [([], []) for _ in cache.layers]
+            for (keys, values), layer in zip(layers, cache.layers, strict=True):
+                pad = (width - group_ids.shape[1], 0)
+                keys.append(torch.nn.functional.pad(layer.keys, (0, 0, *pad)))
+                values.append(torch.nn.functional.pad(layer.values, (0, 0, *pad)))
+            order.extend(group)
+        rows = torch.argsort(torch.tensor(order, device=self.device))
+        merged = DynamicCache()
+        for index, (keys, values) in enumerate(layers):
+            merged.update(torch.cat(keys)[rows], torch.cat(values)[rows], index)
+        return CausalState(mask, mask.sum(1), merged)
+
+    def _left_padded(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids ``[R, width]`` left-padded with the pad token, and their attention mask."""
         width = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.int64)
         mask = torch.zeros((len(prompts), width), dtype=torch.int64)
         for row, prompt in enumerate(prompts):
             ids[row, width - len(prompt) :] = torch.tensor(prompt)
             mask[row, width - len(prompt) :] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        if self.model.training:
-            return CausalState(mask, mask.sum(1), None, ids)
-        positions = (mask.cumsum(1) - 1).clamp(min=0)
-        from transformers import DynamicCache
-
-        cache = DynamicCache()
-        self.model.base_model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            use_cache=True,
-            **{self._cache_argument: cache},
-        )
-        return CausalState(mask, mask.sum(1), cache)
+        return ids.to(self.device), mask.to(self.device)
 
     def _plain_ids(self, text: str) -> list[int]:
         return [int(i) for i in self.tokenizer(text, add_special_tokens=False)["input_ids"]]
@@ -452,6 +475,27 @@ class CausalLMGenerator:
         follows the answer opening (a trailing newline is kept: it may be a stop string)."""
         text: str = self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
         return text.lstrip()
+
+
+PADDING_SHARE = 0.1
+"""The share of a prefill group's tokens that may be padding."""
+
+
+def length_groups(lengths: Sequence[int]) -> list[list[int]]:
+    """The rows (indexes into ``lengths``), longest first, in groups whose padding to the
+    group's longest row is at most :data:`PADDING_SHARE` of the group's tokens."""
+    groups: list[list[int]] = []
+    tokens = 0
+    for row in sorted(range(len(lengths)), key=lambda row: -lengths[row]):
+        if groups:
+            padded = (len(groups[-1]) + 1) * lengths[groups[-1][0]]
+            if padded - tokens - lengths[row] <= PADDING_SHARE * padded:
+                groups[-1].append(row)
+                tokens += lengths[row]
+                continue
+        groups.append([row])
+        tokens = lengths[row]
+    return groups
 
 
 def _cap_dropping(texts: Sequence[Sequence[int]], cap: int, excess: int) -> int:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ragloom.context import BuildContext
-from ragloom.plugins.causal_lm_generator import CausalLMGenerator
+from ragloom.plugins.causal_lm_generator import PADDING_SHARE, CausalLMGenerator, length_groups
 from ragloom.plugins.marginalizers import Fusion, RagSequence, RagToken
 from ragloom.protocols import PassageText
 from ragloom.spec import PipelineSettings
@@ -109,3 +109,31 @@ def _settings(**values: int) -> Any:
     from ragloom.spec import GenerationSettings
 
     return GenerationSettings(**values)
+
+
+def test_length_groups_bound_the_padding() -> None:
+    lengths = [10, 100, 95, 12, 50, 11, 91]
+    groups = length_groups(lengths)
+    assert sorted(row for group in groups for row in group) == list(range(len(lengths)))
+    assert groups == [[1, 2, 6], [4], [3, 5, 0]]
+    for group in groups:
+        padded = len(group) * max(lengths[row] for row in group)
+        assert padded - sum(lengths[row] for row in group) <= PADDING_SHARE * padded
+
+
+def test_prompts_of_any_lengths_step_as_if_each_were_alone(chat_model: Path) -> None:
+    """Long and short prompts are prefilled in groups and their caches laid side by side: each
+    row's next-token distribution is the one it has when started alone."""
+    generator = build(chat_model)
+    words = "paris is the capital of france and a city on the seine river".split()
+    passages = [
+        [PassageText(row, "Paris", " ".join(words[: 1 + 4 * row] * (1 + row)))] for row in range(4)
+    ]
+    questions = ["what is the capital of france"] * 4
+    start = torch.tensor([generator.start_token_ids] * 4)
+    together, _ = generator.step(generator.start(questions, passages), start)
+    for row in range(4):
+        alone, _ = generator.step(
+            generator.start(questions[:1], passages[row : row + 1]), start[:1]
+        )
+        torch.testing.assert_close(together[row], alone[0], atol=1e-5, rtol=1e-4)
