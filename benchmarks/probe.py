@@ -1121,7 +1121,7 @@ CLI_CASES: list[Case] = [
     cli("kb build inputs", "kb build {kb} --spec {enc} --out {tmp}/out"),
     cli("kb build inputs", "kb build {docs}/x.jsonl --spec {enc} --out {tmp}/out"),
     # --- kb build: options ---
-    kb_option("--split-words 0"),
+    kb_option("--split-words 0", expect="ok"),
     kb_option("--split-words -1"),
     kb_option("--split-words 1", expect="ok"),
     kb_option(f"--split-words {HUGE}", expect="any"),

@@ -359,6 +359,18 @@ class RewritesQuestions(Protocol):
 
 
 @runtime_checkable
+class CountsTruncation(Protocol):
+    """An encoder that reads at most ``passage_token_limit`` tokens of a passage and tells what
+    it leaves out: ``passage_overflow(titles, texts)`` → ``N`` counts, the tokens of each passage
+    past the limit that ``encode_passages`` cuts off unread (0 for a passage that fits). A
+    knowledge base build warns with their totals."""
+
+    passage_token_limit: int
+
+    def passage_overflow(self, titles: Sequence[str], texts: Sequence[str]) -> list[int]: ...
+
+
+@runtime_checkable
 class DifferentiableScores(Protocol):
     """A retriever that says whether its ``Retrieved.doc_scores`` are differentiable in the
     query vectors (``doc_scores_differentiable``): dense retrieval's ``q · d`` is, BM25's is
@@ -492,6 +504,7 @@ CAPABILITIES: tuple[type, ...] = (
     ChecksTable,
     ChecksEncoder,
     RewritesQuestions,
+    CountsTruncation,
     DifferentiableScores,
     KnowledgeBaseRetriever,
     ForcesEos,

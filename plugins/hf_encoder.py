@@ -92,6 +92,19 @@ class Tower:
     def dim(self) -> int:
         return vector_size(self.model.config)
 
+    def overflow(self, first: Sequence[str], second: Sequence[str] | None = None) -> list[int]:
+        """The tokens of each text (or pair) past ``max_length``, which :meth:`encode` cuts off
+        (the second text's, for a pair)."""
+        if not first:
+            return []
+        ids = self.tokenizer(
+            list(first),
+            list(second) if second is not None else None,
+            truncation=False,
+            verbose=False,  # no "longer than the maximum" warning: the build counts them
+        )["input_ids"]
+        return [max(0, len(row) - self.max_length) for row in ids]
+
     def encode(self, first: Sequence[str], second: Sequence[str] | None = None) -> torch.Tensor:
         batch = self.tokenizer(
             list(first),
@@ -256,13 +269,28 @@ class HFEncoder:
         parts = [self.query_tower.encode(texts[part]) for part in self._batches(len(texts))]
         return self._finish(torch.cat(parts))
 
-    def encode_passages(self, titles: Sequence[str], texts: Sequence[str]) -> torch.Tensor:
-        """``float32 [N, d]`` under inference mode, read as ``passage_input`` says."""
-        first: list[str] = list(titles)
-        second: list[str] | None = list(texts)
+    def _passage_inputs(
+        self, titles: Sequence[str], texts: Sequence[str]
+    ) -> tuple[list[str], list[str] | None]:
+        """What the passage tower reads, as ``passage_input`` says: (titles, texts) as pairs, or
+        one text ``"title: text"`` each."""
         if self.params.passage_input == "joined":
             pairs = zip(titles, texts, strict=True)
-            first, second = [f"{title}: {text}" if title else text for title, text in pairs], None
+            return [f"{title}: {text}" if title else text for title, text in pairs], None
+        return list(titles), list(texts)
+
+    @property
+    def passage_token_limit(self) -> int:
+        """The most tokens of a passage the passage tower reads (its ``max_length``)."""
+        return self.passage_tower.max_length
+
+    def passage_overflow(self, titles: Sequence[str], texts: Sequence[str]) -> list[int]:
+        """The tokens of each passage past :attr:`passage_token_limit`, cut off unread."""
+        return self.passage_tower.overflow(*self._passage_inputs(titles, texts))
+
+    def encode_passages(self, titles: Sequence[str], texts: Sequence[str]) -> torch.Tensor:
+        """``float32 [N, d]`` under inference mode, read as ``passage_input`` says."""
+        first, second = self._passage_inputs(titles, texts)
         with torch.inference_mode():
             parts = [
                 self.passage_tower.encode(first[part], second[part] if second else None)

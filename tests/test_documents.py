@@ -92,7 +92,7 @@ def test_quoted_fields_keep_their_newlines_and_record_lines_count_them(tmp_path:
 
 @pytest.mark.parametrize("words", [0, -5])
 def test_split_words_must_be_positive(words: int) -> None:
-    with pytest.raises(DocumentsError, match=rf"--split-words must be a positive .*not {words}"):
+    with pytest.raises(DocumentsError, match=rf"passages of {words} words cannot be cut"):
         passages([], words)
     with pytest.raises(DocumentsError, match="positive"):
         split_words("a b c", words)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from conftest import TESTS
 from ragloom import Pipeline
 from ragloom.errors import IndexFileError, MismatchError
 from ragloom.kb import KnowledgeBase, build_knowledge_base, read_documents
-from ragloom.kb.documents import DocumentsError, passages, split_words
+from ragloom.kb.documents import Document, DocumentsError, passages, split_words
 from ragloom.testing.tiny_models import bert_dir, corpus
 
 SPEC = """
@@ -260,3 +262,49 @@ def test_passages_are_read_across_record_batches(
     store = passage_store.ArrowPassageStore(path)
     ids = [49, 0, 6, 7, 13, 14, 6, 35]
     assert [(p.id, p.title, p.text) for p in store.get(ids)] == [(i, f"t{i}", f"x{i}") for i in ids]
+
+
+class StoppedAfter:
+    """An encoder that passes ``encoder``'s vectors and counts on, and is stopped (as by
+    Ctrl-C) when asked for batch ``batches + 1``."""
+
+    def __init__(self, encoder: Any, batches: int) -> None:
+        self.encoder, self.left = encoder, batches
+        self.dim, self.fingerprint = encoder.dim, encoder.fingerprint
+        self.passage_token_limit = encoder.passage_token_limit
+
+    def encode_queries(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.encoder.encode_queries(texts)
+
+    def encode_passages(self, titles: Sequence[str], texts: Sequence[str]) -> torch.Tensor:
+        if not self.left:
+            raise KeyboardInterrupt
+        self.left -= 1
+        return self.encoder.encode_passages(titles, texts)
+
+    def passage_overflow(self, titles: Sequence[str], texts: Sequence[str]) -> list[int]:
+        return self.encoder.passage_overflow(titles, texts)
+
+
+def test_a_resumed_build_counts_what_was_cut_before_it_stopped(
+    model: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Batches encoded before a build was stopped count in the warning of the build that
+    resumes it: all 6 long passages, not the 2 it encoded itself."""
+    caplog.set_level(logging.INFO, logger="ragloom")
+    encoder = Pipeline.from_spec(spec_file(tmp_path, model, tmp_path / "kb")).encoder
+    texts = [" ".join(corpus(20, seed=number)) for number in range(6)]
+    documents = [Document("long", text, str(number)) for number, text in enumerate(texts)]
+    lost = encoder.passage_overflow(["long"] * 6, texts)
+    settings = {"encoder_type": "dpr", "batch_size": 2, "flush_seconds": 0, "progress": False}
+    with pytest.raises(KeyboardInterrupt):
+        build_knowledge_base(documents, StoppedAfter(encoder, 2), tmp_path / "kb", **settings)
+    assert not [r for r in caplog.records if "longer than" in r.getMessage()]
+    build_knowledge_base(documents, encoder, tmp_path / "kb", **settings)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("2 batches already encoded" in message for message in messages)
+    (cut,) = [message for message in messages if "longer than" in message]
+    assert cut.startswith(
+        f"6 of 6 passages are longer than the encoder reads (128 tokens): {sum(lost):,} tokens "
+        f"past the limit were cut off unread (at most {max(lost):,} from one passage)"
+    )

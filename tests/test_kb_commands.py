@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from conftest import TINY_ENCODER_SPEC as SPEC
 from conftest import encoder_workspace, kill_midway, ragloom_command, write_documents
 from ragloom.cli import main
 from ragloom.kb import KnowledgeBase
-from ragloom.testing.tiny_models import bert_dir
+from ragloom.testing.tiny_models import bert_dir, corpus
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +139,113 @@ def test_kb_build_errors_exit_1(workspace: Path, capsys: pytest.CaptureFixture[s
     )
     assert status == 1 and 'bad.jsonl:1: no "text" string' in err
     assert not (workspace / "never").exists()
+
+
+def test_kb_build_refuses_a_negative_split(
+    workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    documents, spec = workspace / "docs.jsonl", workspace / "spec.toml"
+    status, _, err = run(
+        capsys,
+        *("kb", "build", str(documents), "--spec", str(spec), "--out", str(workspace / "never")),
+        *("--split-words", "-1"),
+    )
+    assert status == 1 and err.count("\n") == 1, err
+    assert err == (
+        "error: --split-words: -1 is not allowed: give the words per passage (100, as DPR and RAG "
+        "cut them), or 0 to keep each document whole.\n"
+    )
+    assert not (workspace / "never").exists()
+
+
+LONG_WORDS = 250  # of the tiny corpus: about 1.4 word pieces each, 128 read by the tiny BERT
+
+
+@pytest.fixture(scope="module")
+def mixed_documents(workspace: Path) -> tuple[Path, str]:
+    """A JSONL of one long document, two blank records (one without an id) and two short
+    documents; and the long document's text."""
+    long = " ".join(" ".join(corpus(LONG_WORDS // 12 + 1, seed=5)).split()[:LONG_WORDS])
+    rows = [
+        {"id": "long", "title": "long", "text": long},
+        {"id": "blank", "title": "nothing", "text": " \n "},
+        {"title": "no id", "text": ""},
+        *({"id": f"short{n}", "text": text} for n, text in enumerate(corpus(2, seed=6))),
+    ]
+    path = workspace / "mixed.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path, long
+
+
+def warnings(stderr: str) -> list[str]:
+    """The warning lines of a command's stderr (progress bars redraw with carriage returns)."""
+    return re.findall(r"^WARNING: [^\r\n]*", stderr, re.M)
+
+
+BLANK_WARNING = (
+    "WARNING: 2 of 5 records have no text (empty or only whitespace) and are left out: ids "
+    "blank, 3 (a record without an id is named by its line). Give them text, or remove them."
+)
+
+
+def cut_warning(cut: int, count: int, tokens: int, most: int) -> str:
+    verb = "is" if cut == 1 else "are"
+    return (
+        f"WARNING: {cut} of {count} passages {verb} longer than the encoder reads (128 tokens): "
+        f"{tokens:,} tokens past the limit were cut off unread (at most {most} from one "
+        f"passage), and no question can retrieve them. Cut the documents into shorter passages: "
+        f"kb build --split-words 100 (DPR's passages), or fewer words where passages of 100 "
+        f"still overflow."
+    )
+
+
+def test_kb_build_warns_once_of_blank_records_and_of_what_the_encoder_cuts(
+    workspace: Path, tmp_path: Path, mixed_documents: tuple[Path, str]
+) -> None:
+    """Whole documents (``--split-words 0``): one warning per kind, with the counts and the fix;
+    the tokens cut are those past the tiny BERT's 128 of (title, text)."""
+    from transformers import AutoTokenizer
+
+    documents, long = mixed_documents
+    out = tmp_path / "whole"
+    result = subprocess.run(
+        build_command(workspace, documents, out, "--split-words", 0), capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    tokenizer = AutoTokenizer.from_pretrained(workspace / "bert")
+    lost = len(tokenizer("long", long, verbose=False)["input_ids"]) - 128
+    assert lost > 100
+    assert warnings(result.stderr) == [BLANK_WARNING, cut_warning(1, 3, lost, lost)]
+    kb = KnowledgeBase.open(out)
+    assert [p.text for p in kb.passages.get([0])] == [long]
+    assert kb.manifest.source["split_words"] is None
+
+
+def test_kb_build_cuts_100_word_passages_by_default(
+    workspace: Path, tmp_path: Path, mixed_documents: tuple[Path, str]
+) -> None:
+    """250 words become passages of 100, 100 and 50 words; the tiny BERT still cuts the two of
+    100 words (about 140 word pieces each), and passages of 50 fit."""
+    documents, long = mixed_documents
+    out = tmp_path / "default"
+    result = subprocess.run(
+        build_command(workspace, documents, out), capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    kb = KnowledgeBase.open(out)
+    assert kb.manifest.source["split_words"] == 100
+    long_passages = [p for p in kb.passages.get(list(range(len(kb)))) if p.title == "long"]
+    assert [len(p.text.split()) for p in long_passages] == [100, 100, 50]
+    assert " ".join(p.text for p in long_passages) == long
+    found = warnings(result.stderr)
+    assert found[0] == BLANK_WARNING and len(found) == 2
+    assert found[1].startswith("WARNING: 2 of 5 passages are longer than the encoder reads")
+    fifty = subprocess.run(
+        build_command(workspace, documents, tmp_path / "fifty", "--split-words", 50),
+        capture_output=True,
+        text=True,
+    )
+    assert fifty.returncode == 0 and warnings(fifty.stderr) == [BLANK_WARNING], fifty.stderr
 
 
 def staging_progress(out: Path) -> int:

@@ -142,17 +142,24 @@ def write_documents(path: Path, count: int) -> Path:
 
 
 def test_encoding_on_ray_equals_the_local_build(
-    cluster: None, workspace: Path, tmp_path: Path
+    cluster: None, workspace: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The same vectors, and the same count of what the encoder cut off 3 long documents."""
     from ragloom.kb import read_documents
     from ragloom.kb.ray_build import build_knowledge_base_on_ray
 
     documents = write_documents(tmp_path / "docs.jsonl", 120)
+    with documents.open("a") as handle:
+        for number, text in enumerate(corpus(3, seed=7)):
+            handle.write(json.dumps({"title": f"long {number}", "text": f"{text} " * 20}) + "\n")
     spec_path = spec(workspace, "dense")
     pipeline = Pipeline.from_spec(spec_path)
     local = build_knowledge_base(
         read_documents(documents), pipeline.encoder, tmp_path / "local", encoder_type="hf-mean-pool"
     )
+    cut_locally = [r.getMessage() for r in caplog.records if "longer than" in r.getMessage()]
+    assert len(cut_locally) == 1 and cut_locally[0].startswith("3 of 123 passages are longer")
+    caplog.clear()
     on_ray = build_knowledge_base_on_ray(
         read_documents(documents),
         pipeline.encoder,
@@ -161,6 +168,9 @@ def test_encoding_on_ray_equals_the_local_build(
         encoder_type="hf-mean-pool",
         chunk_size=25,
         batch_size=8,
+    )
+    assert [r.getMessage() for r in caplog.records if "longer than" in r.getMessage()] == (
+        cut_locally
     )
     assert on_ray.manifest.passages_sha256 == local.manifest.passages_sha256
     assert on_ray.manifest.encoder == local.manifest.encoder

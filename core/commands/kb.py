@@ -20,6 +20,24 @@ def _encoder(spec: Spec) -> tuple[Any, str]:
     return Pipeline.from_spec(spec).encoder, spec.components["encoder"].type
 
 
+SPLIT_WORDS = 100
+"""Words per passage when ``--split-words`` is not given: DPR's and RAG's passages (why it is
+the default: docs/corpus.md)."""
+
+
+def split_words_option(value: int) -> int | None:
+    """``--split-words``: the words per passage; None (whole documents) for 0."""
+    if value < 0:
+        raise SpecError(
+            "--split-words",
+            [
+                f"{value} is not allowed: give the words per passage ({SPLIT_WORDS}, as DPR and "
+                f"RAG cut them), or 0 to keep each document whole."
+            ],
+        )
+    return value or None
+
+
 def build_from_args(args: argparse.Namespace, out: Path) -> Any:
     """The KB ``args`` describe (documents, spec, encoding options), built locally or with
     ``--ray``."""
@@ -29,6 +47,7 @@ def build_from_args(args: argparse.Namespace, out: Path) -> Any:
 
     for option in ("batch_size", "chunk_size", "num_cpus"):
         at_least_one(f"--{option.replace('_', '-')}", getattr(args, option))
+    words = split_words_option(args.split_words)
     if args.flush_seconds < 0:
         raise SpecError(
             "--flush-seconds", [f"{args.flush_seconds} is negative; 0 saves after every batch."]
@@ -38,14 +57,14 @@ def build_from_args(args: argparse.Namespace, out: Path) -> Any:
     spec = spec_from_args(args.spec, args.set)
     # without [encoder], the KB holds passages only: for retrievers that read text (bm25)
     encoder, encoder_type = _encoder(spec) if "encoder" in spec.components else (None, "none")
-    documents = passages(read_documents(Path(args.input), args.format), args.split_words)
+    documents = passages(read_documents(Path(args.input), args.format), words)
     options: dict[str, Any] = {
         "encoder_type": encoder_type,
         "dtype": args.dtype,
         "batch_size": args.batch_size,
-        "source": {"input": str(args.input), "split_words": args.split_words},
+        "source": {"input": str(args.input), "split_words": words},
         "force": args.force,
-        "input_key": input_key(Path(args.input), args.format, args.split_words),
+        "input_key": input_key(Path(args.input), args.format, words),
     }
     try:
         if args.ray and encoder is not None:
@@ -82,8 +101,10 @@ def add_encoding_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--split-words",
         type=int,
+        default=SPLIT_WORDS,
         metavar="N",
-        help="cut documents into N-word passages (DPR and RAG used 100)",
+        help=f"cut documents into passages of N words, as DPR and RAG do (default {SPLIT_WORDS}; "
+        "0: one passage per document)",
     )
     parser.add_argument("--dtype", choices=["float32", "float16"], default="float32")
     parser.add_argument("--batch-size", type=int, default=256, help="passages per progress step")

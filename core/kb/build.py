@@ -33,6 +33,7 @@ from .documents import Document
 from .knowledge_base import EMBEDDINGS_FILE, INDEXES_DIR, KnowledgeBase, record_kb_files
 from .manifest import KB_KIND, NO_ENCODER, EncoderRecord, KBManifest, ragloom_version
 from .passages import PASSAGES_FILE, ArrowPassageStore, write_passages
+from .truncation import Truncation, passage_overflow, report
 
 if TYPE_CHECKING:
     import numpy as np
@@ -111,12 +112,15 @@ def build_knowledge_base(
     flush_seconds: float = FLUSH_SECONDS,
     force: bool = False,
     input_key: Any = None,
+    warn_truncation: bool = True,
 ) -> KnowledgeBase:
     """Encode ``documents`` (already split into passages) into a KB at ``out``.
 
     Progress is saved at least every ``flush_seconds`` (0: after every batch). See
     :func:`staged_build` for ``force`` and ``input_key``. With ``encoder`` None the KB holds
-    the passages only, for retrievers that read text (``bm25``).
+    the passages only, for retrievers that read text (``bm25``). Passages longer than the
+    encoder reads are counted and reported in one warning (:mod:`ragloom.kb.truncation`; a
+    note instead without ``warn_truncation``).
     """
     fingerprint = NO_ENCODER.fingerprint if encoder is None else encoder.fingerprint
     with staged_build(
@@ -134,6 +138,7 @@ def build_knowledge_base(
             source,
             progress,
             flush_seconds,
+            warn_truncation,
         )
 
 
@@ -147,6 +152,7 @@ def _encode(
     source: dict[str, Any] | None,
     progress: bool,
     flush_seconds: float,
+    warn_truncation: bool,
 ) -> KnowledgeBase:
     import numpy as np
     from tqdm import tqdm
@@ -157,6 +163,7 @@ def _encode(
     done = int(recorded.get("batches_done", 0)) if recorded else 0
     if done:
         log.info("resuming the build in %s: %d batches already encoded", staging, done)
+    truncation = Truncation.recorded(recorded)
     embeddings = staged.embeddings(encoder.dim, dtype, resume=recorded is not None)
     store = ArrowPassageStore(staging / PASSAGES_FILE)
     order = np.argsort(-np.asarray(lengths), kind="stable")
@@ -167,18 +174,19 @@ def _encode(
         for number in range(done, len(batches)):
             rows = np.sort(batches[number])
             passages = store.get(rows.tolist())
-            vectors = encoder.encode_passages(
-                [p.title for p in passages], [p.text for p in passages]
-            )
+            titles, texts = [p.title for p in passages], [p.text for p in passages]
+            vectors = encoder.encode_passages(titles, texts)
+            truncation = truncation.plus(passage_overflow(encoder, titles, texts))
             array = vectors.detach().cpu().float().numpy()
             check_finite(array, rows)
             embeddings[rows] = array.astype(dtype)
             bar.update(len(rows))
             if time.monotonic() - last_flush >= flush_seconds or number == len(batches) - 1:
                 embeddings.flush()
-                staged.record(plan, batches_done=number + 1)
+                staged.record(plan, batches_done=number + 1, **truncation.record())
                 last_flush = time.monotonic()
     del embeddings
+    report(truncation, encoder, count, warn=warn_truncation)
     record = EncoderRecord(type=encoder_type, fingerprint=encoder.fingerprint)
     return staged.publish(out, record, encoder.dim, dtype, source)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import reprlib
 import sys
 from collections.abc import Iterable, Iterator
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import RagloomError
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("jsonl", "csv", "tsv")
 DELIMITERS = {"csv": ",", "tsv": "\t"}
@@ -288,8 +291,8 @@ def described(value: Any) -> str:
 def _check_words(words: int) -> None:
     if words < 1:
         raise DocumentsError(
-            f"--split-words must be a positive number of words, not {words}; DPR and RAG cut "
-            f"passages of 100 words."
+            f"passages of {words} words cannot be cut: give a positive number of words per "
+            f"passage (DPR and RAG cut passages of 100), or None to keep whole documents."
         )
 
 
@@ -304,15 +307,20 @@ def split_words(text: str, words: int = 100) -> list[str]:
 
 def passages(documents: Iterable[Document], words: int | None) -> Iterator[Document]:
     """Documents as passages: split into ``words``-word chunks when ``words`` is given (at
-    least 1, checked here rather than when the passages are read); blank texts are skipped."""
+    least 1, checked here rather than when the passages are read). Documents whose text is
+    empty or only whitespace are left out, and once the documents are read one warning says
+    how many and names the first."""
     if words is not None:
         _check_words(words)
     return _passages(documents, words)
 
 
 def _passages(documents: Iterable[Document], words: int | None) -> Iterator[Document]:
+    read, blank = 0, BlankDocuments()
     for document in documents:
+        read += 1
         if not document.text.strip():
+            blank.add(document)
             continue
         if words is None:
             yield document
@@ -321,3 +329,36 @@ def _passages(documents: Iterable[Document], words: int | None) -> Iterator[Docu
         for number, chunk in enumerate(chunks):
             source = document.source_id if len(chunks) == 1 else f"{document.source_id}#{number}"
             yield Document(document.title, chunk, source)
+    blank.report(read)
+
+
+class BlankDocuments:
+    """The documents left out for having no text: how many, and the ids of the first few."""
+
+    SHOWN = 5
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.ids: list[str] = []
+
+    def add(self, document: Document) -> None:
+        self.count += 1
+        if len(self.ids) < self.SHOWN:
+            self.ids.append(document.source_id)
+
+    def report(self, read: int) -> None:
+        """Warn, once, that ``count`` of the ``read`` documents were left out."""
+        if not self.count:
+            return
+        more = f" and {self.count - len(self.ids):,} more" if self.count > len(self.ids) else ""
+        has, are = ("has", "is") if self.count == 1 else ("have", "are")
+        log.warning(
+            "%s of %s records %s no text (empty or only whitespace) and %s left out: ids %s%s "
+            "(a record without an id is named by its line). Give them text, or remove them.",
+            f"{self.count:,}",
+            f"{read:,}",
+            has,
+            are,
+            ", ".join(self.ids),
+            more,
+        )

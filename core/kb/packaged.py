@@ -46,5 +46,6 @@ def knowledge_base(reference: str, encoder: Encoder | None, encoder_type: str) -
                 encoder_type=encoder_type,
                 batch_size=64,
                 source={"asset": name, "split_words": 100, "credit": CREDIT},
+                warn_truncation=False,  # its passages are fixed: what is cut is a note
             )
     return target

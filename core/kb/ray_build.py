@@ -30,6 +30,7 @@ from .documents import Document
 from .knowledge_base import KnowledgeBase
 from .manifest import EncoderRecord
 from .passages import PASSAGES_FILE, ArrowPassageStore
+from .truncation import Truncation, passage_overflow, report
 
 if TYPE_CHECKING:
     import numpy as np
@@ -59,9 +60,9 @@ def _encoder_for(spec: dict[str, Any]) -> Encoder:
 
 def encode_chunk(
     spec: dict[str, Any], passages: str, start: int, stop: int, batch_size: int, dtype: str
-) -> np.ndarray:
-    """Rows ``[start, stop)`` of the staged passages, encoded: ``[stop - start, dim]``. Runs in a
-    Ray worker; batches are length-sorted inside the chunk."""
+) -> tuple[np.ndarray, Truncation]:
+    """Rows ``[start, stop)`` of the staged passages, encoded: ``[stop - start, dim]``, and what
+    the encoder cut off them. Runs in a Ray worker; batches are length-sorted inside the chunk."""
     import numpy as np
 
     encoder = _encoder_for(spec)
@@ -70,13 +71,14 @@ def encode_chunk(
     found = store.get(rows)
     order = np.argsort([-len(p.text) for p in found], kind="stable")
     vectors = np.zeros((len(rows), encoder.dim), dtype=np.dtype(dtype))
+    truncation = Truncation()
     for first in range(0, len(rows), batch_size):
         batch = order[first : first + batch_size]
-        encoded = encoder.encode_passages(
-            [found[i].title for i in batch], [found[i].text for i in batch]
-        )
+        titles, texts = [found[i].title for i in batch], [found[i].text for i in batch]
+        encoded = encoder.encode_passages(titles, texts)
+        truncation = truncation.plus(passage_overflow(encoder, titles, texts))
         vectors[batch] = encoded.detach().cpu().numpy().astype(dtype)
-    return vectors
+    return vectors, truncation
 
 
 def build_knowledge_base_on_ray(
@@ -163,6 +165,7 @@ def _encode_on_ray(
         if number not in done
     }
     encoded = sum(stop - start for number, (start, stop) in enumerate(chunks) if number in done)
+    truncation = Truncation.recorded(recorded)
     with tqdm(
         total=staged.count, initial=encoded, unit="passage", desc="encoding", disable=not progress
     ) as bar:
@@ -170,14 +173,16 @@ def _encode_on_ray(
             finished, _ = ray.wait(list(pending), num_returns=1)
             number = pending.pop(finished[0])
             start, stop = chunks[number]
-            vectors = ray.get(finished[0])
+            vectors, cut = ray.get(finished[0])
             check_finite(vectors.astype(np.float32), range(start, stop))
             embeddings[start:stop] = vectors
             embeddings.flush()
             done.add(number)
-            staged.record(plan, chunks_done=sorted(done))
+            truncation = truncation.combined(cut)
+            staged.record(plan, chunks_done=sorted(done), **truncation.record())
             bar.update(stop - start)
     del embeddings
+    report(truncation, encoder, staged.count)
     record = EncoderRecord(type=encoder_type, fingerprint=encoder.fingerprint)
     return staged.publish(out, record, encoder.dim, dtype, {**(source or {}), "ray": True})
 

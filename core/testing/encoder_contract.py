@@ -18,7 +18,9 @@ with it an :class:`ragloom.protocols.EncoderFromFiles` class must tell the built
 fingerprint and dim from the files alone. Gradients are checked for encoders that are
 :class:`ragloom.protocols.Trainable` (the queries
 must reach the weights of ``trainable_model()``), question rewriting for those that are
-:class:`ragloom.protocols.RewritesQuestions`. ``atol`` bounds the difference between a text
+:class:`ragloom.protocols.RewritesQuestions`, and the counts of tokens cut off for those that are
+:class:`ragloom.protocols.CountsTruncation` (a passage past the limit must encode the same
+whatever follows the cut). ``atol`` bounds the difference between a text
 encoded alone and in a padded batch.
 """
 
@@ -30,7 +32,13 @@ from typing import Any
 import pytest
 import torch
 
-from ..protocols import Encoder, EncoderFromFiles, RewritesQuestions, Trainable
+from ..protocols import (
+    CountsTruncation,
+    Encoder,
+    EncoderFromFiles,
+    RewritesQuestions,
+    Trainable,
+)
 
 QUESTIONS = ["who wrote animal farm", "what is the capital of france", "moon landing"]
 TITLES = ["Animal Farm", "Paris", "Apollo"]
@@ -152,6 +160,25 @@ class EncoderContract:
         if not isinstance(encoder, RewritesQuestions):
             pytest.skip("does not rewrite questions")
         assert list(encoder.question_text([])) == []
+
+    def test_passages_that_fit_lose_nothing(self, encoder: Any) -> None:
+        if not isinstance(encoder, CountsTruncation):
+            pytest.skip("does not count truncation")
+        assert isinstance(encoder.passage_token_limit, int) and encoder.passage_token_limit > 0
+        assert encoder.passage_overflow(TITLES, TEXTS) == [0] * len(TEXTS)
+        assert list(encoder.passage_overflow([], [])) == []
+
+    def test_a_long_passage_loses_what_it_says_unread(self, encoder: Any) -> None:
+        counts = isinstance(encoder, CountsTruncation)
+        counter: CountsTruncation | None = encoder if counts else None
+        if counter is None:
+            pytest.skip("does not count truncation")
+        long = " ".join(["moon"] * 2 * counter.passage_token_limit)
+        longer = f"{long} the river seine runs through paris"
+        cut, more = counter.passage_overflow(TITLES[2:] * 2, [long, longer])
+        assert 0 < cut < more
+        vectors = encoder.encode_passages(TITLES[2:] * 2, [long, longer])
+        torch.testing.assert_close(vectors[0], vectors[1], atol=self.atol, rtol=1e-4)
 
     def test_fingerprint_and_dim_from_files(
         self, encoder: Any, spec_table: tuple[Any, Any] | None
