@@ -26,6 +26,7 @@ from .commands.common import (
     component_lines,
     spec_from_args,
     table_lines,
+    threads_line,
     use_command_threads,
 )
 from .commands.verbosity import RagloomParser, set_verbosity
@@ -69,7 +70,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if checks.problems:
         raise SpecError(args.spec, checks.problems)
     print(f"{args.spec}: valid (schema 1, n_docs {spec.pipeline.n_docs})")
-    print("\n".join(component_lines(spec)))
+    print("\n".join([*component_lines(spec), threads_line(spec)]))
     for note in checks.notes:
         print(f"  {note}")
     return 0

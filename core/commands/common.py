@@ -1,4 +1,4 @@
-"""What several commands share: spec loading with ``--set``, and table printing."""
+"""What several commands share: spec loading with ``--set``, ``--threads``, and table printing."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from ..spec import Spec, load_spec, parse_assignment
+from ..spec.threads import resolve_threads, use_threads
+from .options import at_least_one
 
 
-def add_set_option(parser: argparse.ArgumentParser) -> None:
+def add_set_option(parser: argparse.ArgumentParser, threads: bool = True) -> None:
+    """``--set KEY.PATH=VALUE``, overriding a key of the spec the command loads, and with
+    ``threads`` (every command that runs a pipeline) ``--threads N``."""
     parser.add_argument(
         "--set",
         action="append",
@@ -18,6 +22,31 @@ def add_set_option(parser: argparse.ArgumentParser) -> None:
         metavar="KEY.PATH=VALUE",
         help="override a spec key, e.g. --set retriever.index.type=hnsw (repeatable)",
     )
+    if threads:
+        add_threads_option(parser)
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads N``, which :func:`use_command_threads` applies before the command runs."""
+    parser.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="threads of torch and faiss; overrides [pipeline] threads (default: [pipeline] "
+        "threads, else OMP_NUM_THREADS, else the CPUs this process may use: its affinity, "
+        "capped by a container's CPU quota). On a machine others keep busy, use fewer",
+    )
+
+
+def use_command_threads(args: argparse.Namespace) -> None:
+    """Set the threads of a command with ``--threads`` before it works: ``--threads``, else
+    the default (:func:`ragloom.spec.threads.default_threads`; a spec's ``[pipeline] threads``
+    takes over when its pipeline builds). ``--threads`` also overrides ``[pipeline] threads`` of
+    the spec the command loads, so that its pipeline keeps the count (and records it)."""
+    at_least_one("--threads", args.threads)
+    use_threads(resolve_threads(args.threads, "--threads").count)
+    if args.threads is not None and "set" in vars(args):
+        args.set = [*args.set, f"pipeline.threads={args.threads}"]
 
 
 def add_write_options(parser: argparse.ArgumentParser, force: str | None = None) -> None:
@@ -64,6 +93,13 @@ def component_lines(spec: Spec) -> list[str]:
             (f"[{'.'.join((table, *path))}]", child.type) for path, child in component.nested()
         )
     return table_lines(rows, indent="  ")
+
+
+def threads_line(spec: Spec, indent: str = "  ") -> str:
+    """The threads a command running ``spec`` starts with, and where the count comes from."""
+    threads = resolve_threads(spec.pipeline.threads)
+    source = "" if spec.pipeline.threads is not None else f" ({threads.source})"
+    return f"{indent}[pipeline] threads {threads.count}{source}"
 
 
 def table_lines(rows: Sequence[Sequence[Any]], indent: str = "") -> list[str]:

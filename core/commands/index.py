@@ -13,7 +13,7 @@ from ..errors import SpecError
 from ..plugin_manager import get_registry
 from ..spec import load_component, load_spec
 from ..spec.overrides import CliText
-from .common import overrides, table_lines
+from .common import add_threads_option, overrides, table_lines
 from .kb import add_encoding_options, build_from_args
 from .options import at_least_one, passages_per_question
 
@@ -76,17 +76,19 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def question_vectors(kb: Any, data: Path, spec_path: Path) -> np.ndarray:
+def question_vectors(
+    kb: Any, data: Path, spec_path: Path, threads: int | None = None
+) -> np.ndarray:
     """The questions of the QA file ``data`` encoded by the ``[encoder]`` of the spec at
     ``spec_path``, which must be the encoder of ``kb``'s passages (or the spec's retriever must
-    allow a mismatch)."""
+    allow a mismatch); ``threads`` (``--threads``) overrides its ``[pipeline] threads``."""
     import torch
 
     from ..evaluation import read_qa
     from ..pipeline import Pipeline
 
     questions = [item.question for item in read_qa(data)]
-    spec = load_spec(spec_path)
+    spec = load_spec(spec_path, {"pipeline.threads": threads} if threads else None)
     if "encoder" not in spec.components:
         raise SpecError(
             str(spec_path),
@@ -108,7 +110,7 @@ def compare_queries(args: argparse.Namespace, kb: Any) -> tuple[np.ndarray, str]
     from ..kb.compare import default_queries, load_queries
 
     if args.data:
-        vectors = question_vectors(kb, Path(args.data), Path(args.spec))
+        vectors = question_vectors(kb, Path(args.data), Path(args.spec), args.threads)
         return vectors, f"{len(vectors):,} questions of {Path(args.data).name}"
     if args.queries:
         vectors = load_queries(Path(args.queries), kb.dim)
@@ -231,4 +233,5 @@ def add_to(commands: Any) -> None:
     )
     compare.add_argument("-k", type=int, default=10, help="neighbours per query")
     compare.add_argument("--plot", default="index-compare.png", help="PNG to write")
+    add_threads_option(compare)
     compare.set_defaults(handler=cmd_compare)
