@@ -30,10 +30,8 @@ def available_cpus() -> int:
     """The CPUs this process may run on (``os.sched_getaffinity``, where the system has it),
     at most the CPU quota of its container rounded up (cgroup v2 ``cpu.max``, v1
     ``cpu.cfs_quota_us``)."""
-    if hasattr(os, "sched_getaffinity"):
-        cpus = len(os.sched_getaffinity(0))
-    else:
-        cpus = os.cpu_count() or 1
+    linux = hasattr(os, "sched_getaffinity")
+    cpus = len(os.sched_getaffinity(0)) if linux else (os.cpu_count() or 1)
     quota = cpu_quota()
     return max(1, min(cpus, math.ceil(quota))) if quota is not None else cpus
 
