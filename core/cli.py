@@ -71,6 +71,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise SpecError(args.spec, checks.problems)
     print(f"{args.spec}: valid (schema 1, n_docs {spec.pipeline.n_docs})")
     print("\n".join([*component_lines(spec), threads_line(spec)]))
+    print("\n".join(train_commands.settings_lines(spec)))
     for note in checks.notes:
         print(f"  {note}")
     return 0

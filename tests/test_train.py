@@ -3,6 +3,7 @@ same end, and the best checkpoint loads in ragloom and in transformers."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from pathlib import Path
@@ -50,9 +51,18 @@ class Workspace:
         self.kb = root / "kb"
         build_kb(self.spec(), self.world, self.kb, "dpr")
 
-    def spec(self, marginalizer: str = "rag-token", n_docs: int = 2, **settings: Any) -> Path:
+    def spec(
+        self,
+        marginalizer: str = "rag-token",
+        n_docs: int = 2,
+        n_docs_train: int | None = None,
+        **settings: Any,
+    ) -> Path:
+        """A spec of ``n_docs`` per question; ``n_docs_train`` is ``[train] n_docs``."""
         path = self.root / f"spec-{len(list(self.root.glob('spec-*.toml')))}.toml"
         text = rag_spec(self.checkpoint, self.context_dir, self.kb, marginalizer, n_docs)
+        if n_docs_train is not None:
+            settings["n_docs"] = n_docs_train
         path.write_text(text + train_table(**settings))
         return path
 
@@ -108,14 +118,46 @@ def test_the_best_checkpoint_loads_in_transformers_with_the_trained_weights(
     ours.retrieve(["What is the capital of anything?"])
 
 
+def history(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+
+
 def test_the_trained_model_beats_the_untrained_one_on_dev(
     workspace: Workspace, tmp_path: Path
 ) -> None:
     result = workspace.train(tmp_path, dev=True, max_steps=12, eval_every=6, epochs=10)
-    dev = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
-    losses = [entry["dev"]["loss"] for entry in dev if "dev" in entry]
-    assert len(losses) == 2 and losses[1] < losses[0]
-    assert result.best is not None
+    dev = [(entry["step"], entry["dev"]["loss"]) for entry in history(tmp_path) if "dev" in entry]
+    assert [step for step, _ in dev] == [0, 6, 12]  # step 0: before the first step
+    assert dev[2][1] < dev[1][1] < dev[0][1]
+    assert result.best is not None and result.best_step in (6, 12)
+
+
+def test_dev_is_evaluated_before_training_with_the_pipelines_n_docs(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    """[train] n_docs = 2 for training, [pipeline] n_docs = 3 for dev: the baseline (step 0)
+    reads 3 passages, and its loss is Pipeline.loss (a sum) divided by the dev questions."""
+    spec = workspace.spec(n_docs=3, n_docs_train=2)
+    result = train(load_spec(spec), workspace.data, tmp_path, workspace.dev)
+    baseline = history(tmp_path)[0]
+    assert baseline["step"] == 0 and set(baseline["dev"]) >= {"recall@1", "recall@3", "loss"}
+    assert result.baseline == baseline["dev"]["f1"]
+    evaluated = load_spec(tmp_path / "dev" / "step-000000" / "spec.toml")
+    assert evaluated.pipeline.n_docs == 3
+    dev = [json.loads(line) for line in workspace.dev.read_text().splitlines()]
+    assert baseline["dev"]["loss"] == pytest.approx(mean_loss(spec, dev), rel=1e-5)
+
+
+def test_validate_shows_the_train_table(
+    workspace: Workspace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ragloom.cli import main
+
+    assert main(["validate", str(workspace.spec(n_docs=3, n_docs_train=2))]) == 0
+    out = capsys.readouterr().out
+    assert "[train] (ragloom train)" in out
+    assert "learning_rate = 0.003" in out and "save_state = true" in out
+    assert "n_docs = 2 (dev evaluation: [pipeline] 3)" in out
 
 
 def parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -216,11 +258,36 @@ def test_a_killed_run_resumes_to_the_same_end(workspace: Workspace, tmp_path: Pa
 
 
 def test_rerunning_a_finished_run_changes_nothing(workspace: Workspace, tmp_path: Path) -> None:
-    first = workspace.train(tmp_path, max_steps=2)
+    first = workspace.train(tmp_path, dev=True, max_steps=2)
     weights = (first.best_directory / "model.safetensors").read_bytes()
-    again = workspace.train(tmp_path, max_steps=2)
-    assert (again.steps, again.loss) == (first.steps, first.loss)
+    lines = history(tmp_path)
+    again = workspace.train(tmp_path, dev=True, max_steps=2)
+    assert again == first  # the baseline too
     assert (again.best_directory / "model.safetensors").read_bytes() == weights
+    assert history(tmp_path) == lines
+
+
+def directory_bytes(directory: Path) -> int:
+    return sum(path.stat().st_size for path in directory.rglob("*") if path.is_file())
+
+
+def test_save_state_false_keeps_the_weights_only(workspace: Workspace, tmp_path: Path) -> None:
+    """The sizes docs/spec.md gives: best/ holds 4 bytes per parameter of both parts, state/
+    12 per trained parameter with adamw (weights and two moments); without state/, a rerun
+    starts over."""
+    kept = workspace.train(tmp_path / "kept", dev=True, max_steps=2)
+    pipeline = Pipeline.from_spec(kept.best_directory / "spec.toml")
+    models = [pipeline.encoder.query_tower.model, pipeline.generator.model]  # type: ignore[attr-defined]
+    weights = 4 * sum(p.numel() for model in models for p in model.parameters())
+    assert weights <= (kept.best_directory / "model.safetensors").stat().st_size < 1.1 * weights
+    assert 3 * weights <= directory_bytes(tmp_path / "kept" / "state") < 3.3 * weights
+
+    out = tmp_path / "weights-only"
+    first = workspace.train(out, dev=True, max_steps=2, save_state=False)
+    assert not (out / "state").exists() and (out / "best" / "model.safetensors").is_file()
+    assert first == dataclasses.replace(kept, best_directory=first.best_directory)
+    workspace.train(out, dev=True, max_steps=2, save_state=False)
+    assert [entry["step"] for entry in history(out)] == [0, 1, 2, 2]  # trained again, once
 
 
 def test_a_state_from_another_run_is_refused(workspace: Workspace, tmp_path: Path) -> None:
@@ -250,15 +317,10 @@ def test_a_quantized_generator_cannot_be_trained(workspace: Workspace) -> None:
         quantized.trainable_model()
 
 
-@pytest.mark.parametrize("marginalizer", ["rag-token", "rag-sequence"])
-def test_a_causal_generator_and_a_mean_pooled_encoder_train(
-    tmp_path: Path, marginalizer: str
-) -> None:
-    """The other generator kind through the same loop; its checkpoint is a RAG directory with
-    a causal LM inside, loaded back by [pipeline] checkpoint."""
-    world = generate_world(6, attributes=1, values_per_attribute=5)
-    encoder_dir, generator_dir = bert_dir(tmp_path / "bert"), causal_lm_dir(tmp_path / "llm")
-    spec = tmp_path / "spec.toml"
+def causal_spec(root: Path, world: World, marginalizer: str = "rag-token", **settings: Any) -> Path:
+    """A mean-pooled BERT and a causal LM over a KB of ``world``'s facts, in ``root``."""
+    encoder_dir, generator_dir = bert_dir(root / "bert"), causal_lm_dir(root / "llm")
+    spec = root / "spec.toml"
     spec.write_text(
         f"""schema = 1
 [pipeline]
@@ -279,9 +341,41 @@ type = "{marginalizer}"
 [generation]
 max_length = 8
 """
-        + train_table(max_steps=25, epochs=50, learning_rate=1e-2)
+        + train_table(**settings)
     )
-    build_kb(spec, world, tmp_path / "kb", "hf-mean-pool")
+    build_kb(spec, world, root / "kb", "hf-mean-pool")
+    return spec
+
+
+def test_the_loss_of_a_step_is_the_mean_per_question(tmp_path: Path) -> None:
+    """Pipeline.loss sums over its questions; a step's loss in the history is that sum over
+    the step's batches (here 2 of 3 questions) divided by its questions. The causal LM has no
+    dropout and the frozen encoder runs in eval mode, so the step sees the loss computed here."""
+    world = generate_world(6, attributes=1, values_per_attribute=5)
+    rows = world.questions("A")
+    assert len(rows) == 6
+    spec = causal_spec(
+        tmp_path, world, train=["generator"], batch_size=3, gradient_accumulation=2, max_steps=1
+    )
+    data = write_jsonl(tmp_path / "train.jsonl", rows)
+    with torch.no_grad():
+        summed = Pipeline.from_spec(spec).loss(
+            [r["question"] for r in rows], [r["answers"][0] for r in rows]
+        )
+    result = train(load_spec(spec), data, tmp_path / "out")
+    (step,) = history(tmp_path / "out")
+    assert step["loss"] == result.loss == pytest.approx(float(summed) / 6, rel=1e-5)
+
+
+@pytest.mark.parametrize("marginalizer", ["rag-token", "rag-sequence"])
+def test_a_causal_generator_and_a_mean_pooled_encoder_train(
+    tmp_path: Path, marginalizer: str
+) -> None:
+    """The other generator kind through the same loop; its checkpoint is a RAG directory with
+    a causal LM inside, loaded back by [pipeline] checkpoint."""
+    world = generate_world(6, attributes=1, values_per_attribute=5)
+    settings = {"max_steps": 25, "epochs": 50, "learning_rate": 1e-2}
+    spec = causal_spec(tmp_path, world, marginalizer, **settings)
     data = write_jsonl(tmp_path / "train.jsonl", world.questions("A"))
     before = mean_loss(spec, world.questions("A"))
     result = train(load_spec(spec), data, tmp_path / "out")

@@ -160,6 +160,12 @@ class TrainSettings(Settings):
     save_every: int = Field(
         default=50, ge=1, description="optimizer steps between resumable training states"
     )
+    save_state: bool = Field(
+        default=True,
+        description="keep a resumable state in OUT/state/ (the trained weights and the "
+        "optimizer's: 3x the trained weights with adam or adamw); false: only OUT/best/, and a "
+        "killed run starts over",
+    )
     best_metric: Literal["f1", "exact_match", "loss"] = Field(
         default="f1", description="the dev metric that picks the best checkpoint"
     )

@@ -28,8 +28,9 @@ class TrainingStateError(RagloomError):
 @dataclass
 class Progress:
     """Where training stands: optimizer ``step``s done, the ``epoch`` and the ``batch``es of it
-    done, the last step's loss, the best dev score so far and at which step. ``run`` identifies
-    the spec and data the state belongs to."""
+    done, the last step's loss (the mean per question), the best dev score so far and at which
+    step, and the dev score before training (``baseline``). ``run`` identifies the spec and data
+    the state belongs to."""
 
     run: str
     step: int = 0
@@ -38,6 +39,7 @@ class Progress:
     batch: int = 0
     best: float | None = None
     best_step: int | None = None
+    baseline: float | None = None
 
 
 def save_state(

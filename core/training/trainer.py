@@ -1,13 +1,15 @@
 """The training loop of ``ragloom train``.
 
-Each optimizer step sums :meth:`Pipeline.loss` over ``gradient_accumulation`` batches of
-``batch_size`` questions, divided by the questions in the step (the mean negative marginal
-log-likelihood per question), clips the gradient norm and steps the optimizer and the learning
-rate schedule. The data order is a seeded permutation per epoch. Every ``save_every`` steps the
-state is saved (:mod:`ragloom.training.state`); every ``eval_every`` steps (or at each epoch end)
-the dev file is evaluated as ``ragloom eval`` does, and a better ``best_metric`` replaces
-``OUT/best/`` (:mod:`ragloom.training.export`). Without a dev file ``OUT/best/`` holds the last
-step's weights.
+Each optimizer step sums :meth:`Pipeline.loss` (itself summed over a batch) over
+``gradient_accumulation`` batches of ``batch_size`` questions and divides by the questions in the
+step: the loss of a step, logged and recorded, is the mean negative marginal log-likelihood per
+question. It clips the gradient norm and steps the optimizer and the learning rate schedule. The
+data order is a seeded permutation per epoch. Every ``save_every`` steps the state is saved
+(:mod:`ragloom.training.state`) unless ``save_state`` is false. The dev file is evaluated as
+``ragloom eval`` does, with ``[pipeline] n_docs`` (not ``[train] n_docs``), before the first step
+(the baseline, step 0) and every ``eval_every`` steps (or at each epoch end); a better
+``best_metric`` than any earlier step's replaces ``OUT/best/`` (:mod:`ragloom.training.export`).
+Without a dev file ``OUT/best/`` holds the last step's weights.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import tomli_w
 import torch
 
 from .. import atomic, locks
@@ -61,14 +64,16 @@ class TrainingError(RagloomError):
 
 @dataclass(frozen=True)
 class TrainResult:
-    """What a finished run did: optimizer ``steps``, the last step's ``loss``, the best dev
-    score (``best_metric``) and its step (None without a dev file), where ``best`` is."""
+    """What a finished run did: optimizer ``steps``, the last step's ``loss`` (the mean per
+    question), the best dev score (``best_metric``) and its step, the dev score before
+    training (``baseline``; these three None without a dev file), where ``best`` is."""
 
     steps: int
     loss: float | None
     best: float | None
     best_step: int | None
     best_directory: Path
+    baseline: float | None = None
 
 
 def train(spec: Spec, data: Path, out: Path, dev: Path | None = None) -> TrainResult:
@@ -83,14 +88,18 @@ def train(spec: Spec, data: Path, out: Path, dev: Path | None = None) -> TrainRe
     settings = spec.train
     items = read_qa(data)
     dev_items = read_qa(dev)[: settings.dev_limit] if dev is not None else []
-    pipeline = Pipeline.from_spec(spec, _training_overrides(spec))
+    devices = _device_overrides(spec)
+    n_docs = {} if settings.n_docs is None else {"pipeline.n_docs": settings.n_docs}
+    pipeline = Pipeline.from_spec(spec, {**devices, **n_docs})
     pipeline.require(*PARTS.values(), "retriever", "marginalizer", needed_by="ragloom train")
+    # dev evaluation reads [pipeline] n_docs, as the trained pipeline will, with the same models
+    dev_pipeline = Pipeline.from_spec(spec, devices) if n_docs else pipeline
     run = _run_identity(pipeline.spec, data, dev)
     with locks.exclusive(out):
         claim(out, RUN_KIND)
         out.mkdir(parents=True, exist_ok=True)
         atomic.write_text(out / RUN_MARKER, json.dumps({"format": "ragloom-train"}) + "\n")
-        return _Trainer(spec, pipeline, items, dev_items, out, run).run()
+        return _Trainer(spec, pipeline, dev_pipeline, items, dev_items, out, run).run()
 
 
 def resolve_device(device: str) -> str:
@@ -99,22 +108,23 @@ def resolve_device(device: str) -> str:
     return resolve_device_of(device, "[train] device")
 
 
-def _training_overrides(spec: Spec) -> dict[str, Any]:
-    """``[train]`` device and n_docs, applied to the pipeline being trained."""
+def _device_overrides(spec: Spec) -> dict[str, Any]:
+    """``[train] device``, applied to the encoder and generator of the pipeline being trained."""
     overrides: dict[str, Any] = {}
     device = resolve_device(spec.train.device)
     for table in PARTS.values():
         component = spec.components.get(table)
         if component is not None and "device" in type(component.params).model_fields:
             overrides[f"{table}.device"] = device
-    if spec.train.n_docs is not None:
-        overrides["pipeline.n_docs"] = spec.train.n_docs
     return overrides
 
 
 def _run_identity(spec: Spec, data: Path, dev: Path | None) -> str:
-    """A hash of what the run trains: the spec and the data files."""
-    digest = hashlib.sha256(spec.to_toml().encode())
+    """A hash of what the run trains: the spec (less ``[pipeline] threads``, which changes
+    how fast it runs: a run may resume with another count) and the data files."""
+    table = spec.to_dict()
+    table["pipeline"].pop("threads", None)
+    digest = hashlib.sha256(tomli_w.dumps(table).encode())
     for path in (data, dev):
         digest.update((file_sha256(path) if path is not None else "-").encode())
     return digest.hexdigest()[:16]
@@ -166,12 +176,13 @@ def _enable_checkpointing(model: Any) -> None:
 
 class _History:
     """``history.jsonl``, one line per step and per dev evaluation, written as they come. On
-    resuming, the lines after the saved step are dropped: those steps run again."""
+    resuming from ``saved_step``, the lines after it are dropped: those steps run again; a run
+    that starts over (``saved_step`` None) starts an empty history."""
 
-    def __init__(self, path: Path, saved_step: int) -> None:
+    def __init__(self, path: Path, saved_step: int | None) -> None:
         self.path = path
         kept = []
-        if path.is_file():
+        if saved_step is not None and path.is_file():
             for line in path.read_text(encoding="utf-8").splitlines():
                 try:
                     entry = json.loads(line)
@@ -200,6 +211,7 @@ class _Trainer:
         self,
         spec: Spec,
         pipeline: Pipeline,
+        dev_pipeline: Pipeline,
         items: Sequence[QAItem],
         dev_items: Sequence[QAItem],
         out: Path,
@@ -208,6 +220,7 @@ class _Trainer:
         self.spec = spec
         self.settings: TrainSettings = spec.train
         self.pipeline = pipeline
+        self.dev_pipeline = dev_pipeline
         self.items = items
         self.dev_items = dev_items
         self.out = out
@@ -219,6 +232,8 @@ class _Trainer:
         self.models = {
             part: component.trainable_model().model for part, component in self.components.items()
         }
+        if dev_pipeline is not pipeline:
+            dev_pipeline.share(pipeline, *spec.components)
         self.trained: dict[str, torch.nn.Module] = {
             part: self.models[part] for part in self.settings.train
         }
@@ -264,19 +279,18 @@ class _Trainer:
         from tqdm import tqdm
 
         self.out.mkdir(parents=True, exist_ok=True)
-        progress = load_state(
-            self.out, self.trained, self.optimizer, self.scheduler, self.run_identity
-        )
-        if progress is None:
-            progress = Progress(self.run_identity)
-        else:
+        saved = self._load_state()
+        progress = saved or Progress(self.run_identity)
+        if saved is not None:
             log.warning("%s: resuming at step %d of %d", self.out, progress.step, self.total_steps)
-        self._history = _History(self.out / "history.jsonl", progress.step)
-        self._train_mode()
+        self._history = _History(self.out / "history.jsonl", None if saved is None else saved.step)
         with (
             self._history,
             tqdm(total=self.total_steps, initial=progress.step, unit="step", desc="train") as bar,
         ):
+            if progress.step == 0 and self.dev_items:
+                progress.baseline = self._dev_scores(0)[self.settings.best_metric]
+            self._train_mode()
             while progress.step < self.total_steps:
                 batches = self._epoch_batches(progress.epoch)
                 group = batches[
@@ -287,7 +301,7 @@ class _Trainer:
                 progress.batch += len(group)
                 rate = self.scheduler.get_last_lr()[0]
                 self._history.write({"step": progress.step, "loss": progress.loss, "lr": rate})
-                bar.set_postfix(loss=f"{progress.loss:.4f}")
+                bar.set_postfix(loss_per_question=f"{progress.loss:.4f}")
                 bar.update()
                 epoch_ended = progress.batch >= len(batches)
                 if epoch_ended:
@@ -295,12 +309,28 @@ class _Trainer:
                 if self._evaluation_due(progress.step, epoch_ended):
                     self._evaluate(progress)
                 if progress.step % self.settings.save_every == 0 or self._finished(progress):
-                    save_state(self.out, self.trained, self.optimizer, self.scheduler, progress)
+                    self._save_state(progress)
         if not self.dev_items:
             self._export()
         return TrainResult(
-            progress.step, progress.loss, progress.best, progress.best_step, self.out / "best"
+            progress.step,
+            progress.loss,
+            progress.best,
+            progress.best_step,
+            self.out / "best",
+            progress.baseline,
         )
+
+    def _load_state(self) -> Progress | None:
+        """The saved progress, its state restored; None when training starts over (no state,
+        or ``save_state = false``: nothing is read from ``OUT/state/``)."""
+        if not self.settings.save_state:
+            return None
+        return load_state(self.out, self.trained, self.optimizer, self.scheduler, self.run_identity)
+
+    def _save_state(self, progress: Progress) -> None:
+        if self.settings.save_state:
+            save_state(self.out, self.trained, self.optimizer, self.scheduler, progress)
 
     def _finished(self, progress: Progress) -> bool:
         return progress.step >= self.total_steps
@@ -343,20 +373,10 @@ class _Trainer:
         return (step % every == 0 if every else epoch_ended) or step >= self.total_steps
 
     def _evaluate(self, progress: Progress) -> None:
-        """Dev metrics as ``ragloom eval`` computes them, and the dev loss; a better
-        ``best_metric`` replaces ``OUT/best/``."""
-        self._eval_mode()
-        directory = self.out / "dev" / f"step-{progress.step:06d}"
-        summary = evaluate(self.pipeline, self.dev_items, directory, (1, self.n_docs))
-        scores = {
-            "exact_match": summary.exact_match,
-            "f1": summary.f1,
-            "loss": self._dev_loss(),
-            **{f"recall@{k}": value for k, value in summary.recall.items()},
-        }
-        self._history.write({"step": progress.step, "dev": scores})
-        log.info("step %d dev %s", progress.step, json.dumps(scores))
-        score = scores[self.settings.best_metric]
+        """The dev scores after ``progress.step``; a better ``best_metric`` than any earlier
+        step's replaces ``OUT/best/`` (the baseline, step 0, is not a candidate: ``OUT/best/``
+        holds trained weights, and the untrained ones are where the spec points)."""
+        score = self._dev_scores(progress.step)[self.settings.best_metric]
         assert score is not None
         lower_is_better = self.settings.best_metric == "loss"
         if progress.best is None or (
@@ -366,17 +386,32 @@ class _Trainer:
             self._export()
         self._train_mode()
 
-    @property
-    def n_docs(self) -> int:
-        return self.pipeline.spec.pipeline.n_docs
+    def _dev_scores(self, step: int) -> dict[str, float | None]:
+        """Dev metrics as ``ragloom eval`` computes them with ``[pipeline] n_docs`` (written to
+        ``OUT/dev/step-N/``), and the dev loss; recorded in the history and logged."""
+        self._eval_mode()
+        directory = self.out / "dev" / f"step-{step:06d}"
+        n_docs = self.dev_pipeline.spec.pipeline.n_docs
+        summary = evaluate(self.dev_pipeline, self.dev_items, directory, (1, n_docs))
+        scores = {
+            "exact_match": summary.exact_match,
+            "f1": summary.f1,
+            "loss": self._dev_loss(),
+            **{f"recall@{k}": value for k, value in summary.recall.items()},
+        }
+        self._history.write({"step": step, "dev": scores})
+        when = "before training" if step == 0 else f"step {step}"
+        log.info("%s: dev (n_docs %d) %s", when, n_docs, json.dumps(scores))
+        return scores
 
     def _dev_loss(self) -> float:
+        """The dev questions' mean loss per question (``Pipeline.loss`` sums over a batch)."""
         total = 0.0
         size = self.settings.batch_size
         with torch.no_grad():
             for start in range(0, len(self.dev_items), size):
                 batch = self.dev_items[start : start + size]
-                loss = self.pipeline.loss(
+                loss = self.dev_pipeline.loss(
                     [i.question for i in batch], [i.answers[0] for i in batch]
                 )
                 total += float(loss)
