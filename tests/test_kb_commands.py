@@ -184,7 +184,7 @@ def warnings(stderr: str) -> list[str]:
 
 BLANK_WARNING = (
     "WARNING: 2 of 5 records have no text (empty or only whitespace) and are left out: ids "
-    "blank, 3 (a record without an id is named by its line). Give them text, or remove them."
+    "blank, 3 (line numbers for records without an id). Give them text, or remove them."
 )
 
 
@@ -194,8 +194,8 @@ def cut_warning(cut: int, count: int, tokens: int, most: int) -> str:
         f"WARNING: {cut} of {count} passages {verb} longer than the encoder reads (128 tokens): "
         f"{tokens:,} tokens past the limit were cut off unread (at most {most} from one "
         f"passage), and no question can retrieve them. Cut the documents into shorter passages: "
-        f"kb build --split-words 100 (DPR's passages), or fewer words where passages of 100 "
-        f"still overflow."
+        f"kb build --split-words N (100 by default; fewer words for text dense in tokens, such "
+        f"as tables, code or numbers)."
     )
 
 

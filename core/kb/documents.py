@@ -351,14 +351,16 @@ class BlankDocuments:
         if not self.count:
             return
         more = f" and {self.count - len(self.ids):,} more" if self.count > len(self.ids) else ""
-        has, are = ("has", "is") if self.count == 1 else ("have", "are")
+        has, are, them = ("has", "is", "it") if self.count == 1 else ("have", "are", "them")
         log.warning(
             "%s of %s records %s no text (empty or only whitespace) and %s left out: ids %s%s "
-            "(a record without an id is named by its line). Give them text, or remove them.",
+            "(line numbers for records without an id). Give %s text, or remove %s.",
             f"{self.count:,}",
             f"{read:,}",
             has,
             are,
             ", ".join(self.ids),
             more,
+            them,
+            them,
         )

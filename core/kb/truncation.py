@@ -78,8 +78,8 @@ def report(truncation: Truncation, encoder: Encoder, count: int, *, warn: bool =
     )
     if warn:
         log.warning(
-            "%s Cut the documents into shorter passages: kb build --split-words 100 (DPR's "
-            "passages), or fewer words where passages of 100 still overflow.",
+            "%s Cut the documents into shorter passages: kb build --split-words N (100 by "
+            "default; fewer words for text dense in tokens, such as tables, code or numbers).",
             message,
         )
     else:
