@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ragloom.assets import ASSET_PREFIX
 from ragloom.context import BuildContext, Declared
 from ragloom.kb import KBManifest, KnowledgeBase, packaged
+from ragloom.kb.knowledge_base import encoder_fix, encoder_problem
 from ragloom.kb.manifest import MANIFEST_FILE
 from ragloom.protocols import Encoder, Passage, Questions, Retrieved, VectorSearch
 from ragloom.spec import SpecPath
@@ -117,11 +118,10 @@ class DenseRetriever:
         problems = []
         recorded = manifest.encoder.fingerprint
         if encoder_fingerprint and encoder_fingerprint != recorded and not params.allow_mismatch:
-            problems.append(
-                f"[retriever] kb {path} was encoded by {manifest.encoder.type} {recorded}, but "
-                f"[encoder] is {encoder_fingerprint}. Rebuild the KB with this encoder or set "
-                f"[retriever] allow_mismatch = true."
+            problem = encoder_problem(
+                f"[retriever] kb {path}", manifest, "[encoder]", encoder_fingerprint
             )
+            problems.append(f"{problem} {encoder_fix(path, manifest)}")
         return notes, problems
 
     def check_encoder(self, encoder: Encoder) -> None:

@@ -143,10 +143,57 @@ def test_an_unverified_import_needs_allow_mismatch(
     passages, _ = recipe_knowledge_base(tmp_path, towers[1], faiss.IndexFlatIP(32))
     import_hf(passages, tmp_path / "kb")
     spec_path = spec(tmp_path, towers, tmp_path / "kb", "faiss-exact")
-    with pytest.raises(MismatchError, match="was encoded by unverified unverified"):
+    with pytest.raises(MismatchError, match="was imported without an encoder fingerprint"):
         Pipeline.from_spec(spec_path).retrieve(QUESTIONS)
     lenient = Pipeline.from_spec(spec_path, overrides={"retriever.allow_mismatch": True})
     assert lenient.retrieve(QUESTIONS).ids.shape == (3, 4)
+
+
+def test_an_import_without_spec_says_how_to_record_its_encoder(
+    tmp_path: Path, towers: tuple[Path, Path]
+) -> None:
+    """Refused with what is missing and the command that records it; that command then needs
+    no --force and the KB is searched (its index imported again)."""
+    import subprocess
+
+    from conftest import ragloom_command
+
+    passages, index = recipe_knowledge_base(tmp_path, towers[1], faiss.IndexFlatIP(32))
+    kb = tmp_path / "kb"
+    spec_path = spec(tmp_path, towers, kb, "faiss-exact")
+
+    def ragloom(*argv: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(ragloom_command(*argv), capture_output=True, text=True)
+
+    imported = ragloom("kb", "import-hf", passages, "--index", index, "--out", kb)
+    assert imported.returncode == 0, imported.stderr
+    assert "encoder none recorded (imported without --spec)" in imported.stdout
+    assert "import it again with --spec SPEC" in imported.stderr
+    record = (
+        f"`ragloom kb import-hf {passages.resolve()} --spec SPEC --out {kb}` (with --index FILE"
+    )
+    data = tmp_path / "qa.jsonl"
+    data.write_text('{"question": "who wrote animal farm", "answers": ["orwell"]}\n')
+    searching = ("eval", spec_path, "--data", data, "--retrieval-only", "--out", tmp_path / "run")
+    for argv in (("validate", spec_path), searching):
+        refused = ragloom(*argv)
+        assert refused.returncode == 1
+        message = " ".join(refused.stderr.split())
+        assert "was imported without an encoder fingerprint (`ragloom kb import-hf` without " in (
+            message
+        )
+        assert record in message and "or set [retriever] allow_mismatch = true" in message
+    recorded = ragloom(
+        "kb", "import-hf", passages, "--index", index, "--spec", spec_path, "--out", kb
+    )
+    assert recorded.returncode == 0, recorded.stderr
+    fingerprint = Pipeline.from_spec(spec_path).encoder.fingerprint
+    assert f"encoder dpr {fingerprint}" in recorded.stdout
+    assert ragloom("validate", spec_path).returncode == 0
+    assert ragloom(*searching).returncode == 0
+    assert [manifest.type for _, manifest in KnowledgeBase.open(kb).index_manifests()] == [
+        "faiss-exact"
+    ]
 
 
 def test_an_l2_index_is_refused(tmp_path: Path, towers: tuple[Path, Path]) -> None:

@@ -141,7 +141,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("passages", m.count),
         ("dimension", m.dim),
         ("embeddings", m.embeddings_dtype),
-        ("encoder", f"{m.encoder.type} {m.encoder.fingerprint}"),
+        ("encoder", m.encoder.described()),
         ("passages sha256", m.passages_sha256),
         ("built by", f"ragloom {m.ragloom_version}"),
     ]
@@ -190,20 +190,21 @@ def verify(kb: Any) -> list[str]:
 
 def cmd_import_hf(args: argparse.Namespace) -> int:
     from ..kb.hf import import_hf
+    from ..kb.manifest import UNVERIFIED
 
     index = Path(args.index) if args.index else None
     check_outside(Path(args.out), {"dataset": Path(args.passages), "index file": index})
-    encoder, encoder_type = (None, "unverified")
+    encoder, encoder_type = (None, UNVERIFIED)
     if args.spec:
         encoder, encoder_type = _encoder(spec_from_args(args.spec, args.set))
     kb = import_hf(
         Path(args.passages), Path(args.out), index, encoder, encoder_type, force=args.force
     )
-    fingerprint = kb.manifest.encoder.fingerprint
-    print(f"{kb.directory}: {len(kb)} passages, dim {kb.dim}, encoder {fingerprint}")
+    recorded = kb.manifest.encoder.described()
+    print(f"{kb.directory}: {len(kb)} passages, dim {kb.dim}, encoder {recorded}")
     for _, manifest in kb.index_manifests():
-        keys = ", ".join(f"{key} = {toml_value(value)}" for key, value in manifest.params.items())
-        print(f'index imported; use it with [retriever.index] type = "{manifest.type}", {keys}')
+        keys = "".join(f", {key} = {toml_value(value)}" for key, value in manifest.params.items())
+        print(f'index imported; use it with [retriever.index] type = "{manifest.type}"{keys}')
     return 0
 
 
@@ -251,7 +252,9 @@ def add_to(commands: Any) -> None:
     importer.add_argument("--index", help="its faiss index file (optional)")
     importer.add_argument("--out", required=True, help="knowledge base directory to write")
     importer.add_argument(
-        "--spec", help="spec whose [encoder] made the embeddings (checked on a sample)"
+        "--spec",
+        help="spec whose [encoder] made the embeddings (checked on a sample, then recorded; "
+        "without it a retriever needs allow_mismatch = true)",
     )
     add_set_option(importer)
     add_write_options(importer, force="replace a knowledge base of other contents")

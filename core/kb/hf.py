@@ -20,6 +20,7 @@ from .documents import Document
 from .knowledge_base import EMBEDDINGS_FILE, INDEX_SUBDIR, KnowledgeBase, record_kb_files
 from .manifest import (
     KB_KIND,
+    UNVERIFIED,
     EncoderRecord,
     IndexManifest,
     KBManifest,
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-UNVERIFIED = "unverified"
 EXPORT_MANIFEST = "ragloom-manifest.json"
 EXPORT_KIND = file_marker("transformers knowledge base export", EXPORT_MANIFEST)
 VERIFY_SAMPLE = 16
@@ -63,8 +63,9 @@ def import_hf(
     contents at ``out`` is replaced only with ``force``.
 
     With ``encoder``, a sample of passages is re-encoded and must match the stored embeddings;
-    the KB then records that encoder's fingerprint. Without one, the KB is marked unverified and
-    a retriever needs ``allow_mismatch = true`` to use it.
+    the KB then records that encoder's fingerprint. Without one, the KB records no fingerprint
+    (:data:`~ragloom.kb.manifest.UNVERIFIED`) and a retriever needs ``allow_mismatch = true`` to
+    use it; importing the same passages again with an encoder records it (no ``force`` needed).
 
     ``passages_dir`` may come from anyone: only its own files are read, and only the features a
     KB uses are accepted (:mod:`ragloom.kb.saved_dataset`); null titles read as empty, and null
@@ -91,7 +92,7 @@ def import_hf(
             embeddings_dtype="float32",
             encoder=EncoderRecord(type=encoder_type, fingerprint=fingerprint),
             passages_sha256=file_sha256(staging / PASSAGES_FILE),
-            source={"imported_from": str(passages_dir)},
+            source={"imported_from": str(passages_dir.resolve())},
             files=record_kb_files(staging),
         )
         _refuse_other_contents(out, manifest, force)
@@ -110,12 +111,14 @@ def _refuse_other_contents(out: Path, manifest: KBManifest, force: bool) -> None
         existing = KBManifest.read(out, "ragloom knowledge base")
     except IndexFileError:
         return  # a damaged KB is replaced
-    if (existing.files, existing.encoder) == (manifest.files, manifest.encoder):
-        return
+    if existing.files == manifest.files and (
+        existing.encoder == manifest.encoder or existing.encoder.unverified
+    ):
+        return  # the same import again, or one that records the encoder
     raise ArtifactError(
         f"{out} is a knowledge base of other contents ({existing.count} passages, encoder "
-        f"{existing.encoder.type} {existing.encoder.fingerprint}). Importing over it replaces "
-        f"its passages, embeddings and indexes: pass --force to do that, or choose another --out."
+        f"{existing.encoder.described()}). Importing over it replaces its passages, embeddings "
+        f"and indexes: pass --force to do that, or choose another --out."
     )
 
 
@@ -124,8 +127,9 @@ def _verified_fingerprint(dataset: Any, embeddings: Any, encoder: Encoder | None
 
     if encoder is None:
         log.warning(
-            "no encoder given: the imported KB is unverified and a retriever needs "
-            "allow_mismatch = true to use it"
+            "no encoder given: the imported KB records no encoder fingerprint, so a retriever "
+            "needs [retriever] allow_mismatch = true to use it. To record one, import it again "
+            "with --spec SPEC, the spec whose [encoder] made the embeddings."
         )
         return UNVERIFIED
     rows = list(range(min(VERIFY_SAMPLE, len(dataset))))

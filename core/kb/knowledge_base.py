@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import shlex
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -97,6 +98,40 @@ def build_params(declared: Declared) -> dict[str, Any]:
     return {key: value for key, value in values.items() if key not in search}
 
 
+def encoder_problem(subject: str, manifest: KBManifest, encoder: str, fingerprint: str) -> str:
+    """Why the encoder named ``encoder`` (``"[encoder]"``) of ``fingerprint`` may not search
+    the KB named ``subject`` (``"knowledge base kb/"``), whose manifest records another encoder
+    or none."""
+    if manifest.encoder.unverified:
+        return (
+            f"{subject} was imported without an encoder fingerprint (`ragloom kb import-hf` "
+            f"without --spec), so nothing shows that {encoder} ({fingerprint}) made its passage "
+            f"vectors."
+        )
+    return (
+        f"{subject} was encoded by {manifest.encoder.described()}, but {encoder} is "
+        f"{fingerprint}: question and passage vectors would not be comparable."
+    )
+
+
+def encoder_fix(directory: Path, manifest: KBManifest) -> str:
+    """What to do about :func:`encoder_problem`: for a KB imported without an encoder, the
+    command that records one."""
+    if manifest.encoder.unverified:
+        imported_from = shlex.quote(str(manifest.source.get("imported_from", "PASSAGES")))
+        return (
+            f"Record the fingerprint by importing it again with the spec whose [encoder] made "
+            f"the embeddings (a sample is re-encoded to check them): `ragloom kb import-hf "
+            f"{imported_from} --spec SPEC --out {shlex.quote(str(directory))}` (with --index "
+            f"FILE if the first import had one); or set [retriever] allow_mismatch = true if you "
+            f"know they match."
+        )
+    return (
+        "Rebuild the KB with this encoder (`ragloom kb build`), or set [retriever] "
+        "allow_mismatch = true if you know they are compatible."
+    )
+
+
 class KnowledgeBase:
     """A KB directory opened for reading (see the package docstring for the layout)."""
 
@@ -185,16 +220,11 @@ class KnowledgeBase:
         if fingerprint == recorded:
             return
         self.require_vectors("the question encoder")
-        message = (
-            f"knowledge base {self.directory} was encoded by {self.manifest.encoder.type} "
-            f"{recorded}, but the pipeline's encoder is {fingerprint}: question and passage "
-            f"vectors would not be comparable."
+        message = encoder_problem(
+            f"knowledge base {self.directory}", self.manifest, "the pipeline's encoder", fingerprint
         )
         if not allow_mismatch:
-            raise MismatchError(
-                f"{message} Rebuild the KB with this encoder (`ragloom kb build`), or set "
-                f"[retriever] allow_mismatch = true if you know they are compatible."
-            )
+            raise MismatchError(f"{message} {encoder_fix(self.directory, self.manifest)}")
         log.warning("%s Continuing because [retriever] allow_mismatch = true.", message)
 
     # --- indexes ---------------------------------------------------------------------------

@@ -123,12 +123,29 @@ def verify_files(
         raise IndexFileError(f"{'; '.join(problems)}. The artifact is damaged: {rebuild}.")
 
 
+UNVERIFIED = "unverified"
+"""The encoder type and fingerprint of a KB imported from transformers' format without an
+encoder to check its embeddings with (``ragloom kb import-hf`` without ``--spec``)."""
+
+
 class EncoderRecord(BaseModel):
     """Which encoder made the embeddings: its registered type and its fingerprint."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     type: str
     fingerprint: str
+
+    @property
+    def unverified(self) -> bool:
+        """Whether no encoder was recorded: the KB was imported without one (:data:`UNVERIFIED`),
+        so no question encoder can be checked against it."""
+        return self.fingerprint == UNVERIFIED
+
+    def described(self) -> str:
+        """``dpr 3f2a...`` (type and fingerprint), or what an unverified record means."""
+        if self.unverified:
+            return "none recorded (imported without --spec)"
+        return f"{self.type} {self.fingerprint}"
 
 
 NO_ENCODER = EncoderRecord(type="none", fingerprint="none")
