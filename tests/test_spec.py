@@ -83,8 +83,8 @@ def test_unknown_keys_get_a_suggestion_and_the_allowed_keys(
     assert "2 problems" in message
     assert 'unknown top-level key "pipline". Did you mean "pipeline"?' in message
     assert (
-        '[pipeline] unknown key "n_doc". Did you mean "n_docs"? Allowed keys: checkpoint, n_docs.'
-        in message
+        '[pipeline] unknown key "n_doc". Did you mean "n_docs"? Allowed keys: checkpoint, n_docs, '
+        "threads." in message
     )
 
 
