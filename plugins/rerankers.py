@@ -256,18 +256,27 @@ class LMLikelihoodReranker(_ModelReranker):
     def score_pairs(
         self, questions: Sequence[str], passages: Sequence[PassageText]
     ) -> torch.Tensor:
+        """Rows left-padded, so every row's question ends at the last position and the model
+        computes logits only over the last ``longest question + 1`` positions (the prompt's
+        logits over the whole vocabulary were most of the memory a pass moved)."""
         pairs = [self.pair_ids(q, p) for q, p in zip(questions, passages, strict=True)]
         width = max(len(prompt) + len(asked) for prompt, asked in pairs)
+        kept = max(len(asked) for _, asked in pairs) + 1
         ids = torch.full((len(pairs), width), self._pad_id(), dtype=torch.int64)
         mask = torch.zeros((len(pairs), width), dtype=torch.int64)
-        scored = torch.zeros((len(pairs), width), dtype=torch.bool)  # positions of q tokens
+        scored = torch.zeros((len(pairs), kept - 1), dtype=torch.bool)  # the question's tokens
         for row, (prompt, asked) in enumerate(pairs):
-            ids[row, : len(prompt) + len(asked)] = torch.tensor(prompt + asked)
-            mask[row, : len(prompt) + len(asked)] = 1
-            scored[row, len(prompt) : len(prompt) + len(asked)] = True
+            ids[row, width - len(prompt) - len(asked) :] = torch.tensor(prompt + asked)
+            mask[row, width - len(prompt) - len(asked) :] = 1
+            scored[row, kept - 1 - len(asked) :] = True
         ids, mask, scored = ids.to(self.device), mask.to(self.device), scored.to(self.device)
-        logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
-        logprobs = torch.log_softmax(logits[:, :-1], dim=-1)  # position t predicts token t + 1
-        token = torch.gather(logprobs, 2, ids[:, 1:, None])[:, :, 0]
-        targets = scored[:, 1:].float()
+        logits = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=(mask.cumsum(1) - 1).clamp(min=0),
+            logits_to_keep=kept,
+        ).logits
+        logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # t predicts t + 1
+        token = torch.gather(logprobs, 2, ids[:, width - kept + 1 :, None])[:, :, 0]
+        targets = scored.float()
         return ((token * targets).sum(1) / targets.sum(1)).cpu()

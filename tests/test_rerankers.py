@@ -121,18 +121,19 @@ def test_cross_encoder_scores_are_the_models_relevance_logit(
 def test_lm_likelihood_is_the_mean_log_probability_of_the_question(
     models: dict[str, Path], lm: Any
 ) -> None:
-    """Two passages of different lengths in one padded batch, against one unpadded forward each."""
+    """Two pairs of different prompt and question lengths in one padded batch, against one
+    unpadded forward each."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(models["lm"]).eval()
     tokenizer = AutoTokenizer.from_pretrained(models["lm"])
-    question = "who wrote the novel animal farm"
+    questions = ["who wrote the novel animal farm", "capital?"]
     passages = [
         PassageText(0, "Orwell", "orwell wrote the book animal farm in england after the war"),
         PassageText(1, "Paris", "paris is the capital"),
     ]
     expected = []
-    for passage in passages:
+    for question, passage in zip(questions, passages, strict=True):
         prompt = lm.params.prompt.format(title=passage.title, passage=passage.text) + "Question:"
         before = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         asked = tokenizer(" " + question, add_special_tokens=False)["input_ids"]
@@ -144,7 +145,7 @@ def test_lm_likelihood_is_the_mean_log_probability_of_the_question(
             / len(asked)
         )
     with torch.no_grad():
-        got = lm.score_pairs([question, question], passages)
+        got = lm.score_pairs(questions, passages)
     torch.testing.assert_close(got, torch.tensor(expected), atol=1e-4, rtol=1e-5)
 
 
