@@ -36,6 +36,7 @@ from .protocols import (
 )
 from .registry import Registry
 from .spec import Spec
+from .spec.checkpoint_types import untyped_notes
 
 LOGIT_COPIES = 4
 """float32 vocabulary-wide vectors a decoding row holds at a step: the logits, their
@@ -84,7 +85,7 @@ class Preflight:
 
 def preflight(spec: Spec, registry: Registry) -> Preflight:
     """Notes and problems found from the spec's files without loading models or indexes."""
-    result = Preflight()
+    result = Preflight(notes=untyped_notes(spec))
     context = BuildContext(spec.base_dir, spec.pipeline)
     encoder = _registered(spec, registry, "encoder")
     fingerprint = dim = shape = None

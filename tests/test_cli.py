@@ -113,3 +113,32 @@ def test_ask_names_its_score_and_loads_models_quietly_unless_verbose(
     assert "Loading weights" not in quiet.stderr and "%|" not in quiet.stderr
     assert "Loading weights" in ask("ask", spec, "paris capital", "--verbose").stderr
     assert "Loading weights" in ask("--verbose", "ask", spec, "paris capital").stderr
+
+
+def test_a_spec_over_a_rag_checkpoint_needs_no_encoder_or_generator_type(
+    tiny_rag: Callable[..., Path],
+) -> None:
+    """Their types come from the checkpoint's config, as RagTokenForGeneration.from_pretrained
+    builds its parts; validate says so, and the pipeline is the explicit spec's."""
+    from ragloom import Pipeline
+
+    explicit = tiny_rag("explicit")
+    implicit = explicit.with_name("implicit.toml")
+    text = explicit.read_text().replace('[generator]\ntype = "bart"\n', "")
+    implicit.write_text(text.replace('[encoder]\ntype = "dpr"\n', "[encoder]\n"))
+    assert 'type = "bart"' not in implicit.read_text()
+    assert 'type = "dpr"' not in implicit.read_text()
+    result = subprocess.run(
+        [sys.executable, "-m", "ragloom.cli", "validate", str(implicit)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line.split() for line in result.stdout.splitlines()]
+    assert "[encoder] dpr from [pipeline] checkpoint: its question encoder is DPR".split() in lines
+    generator = "[generator] bart from [pipeline] checkpoint: its generator is bart, an"
+    assert [*generator.split(), "encoder-decoder"] in lines
+    ours, theirs = Pipeline.from_spec(implicit), Pipeline.from_spec(explicit)
+    assert ours.spec == theirs.spec
+    questions = ["paris capital", "who wrote animal farm"]
+    assert ours.generate(questions) == theirs.generate(questions)

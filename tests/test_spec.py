@@ -375,3 +375,99 @@ def test_strict_types_still_read_a_plugins_tuples_paths_and_enums(
             load_spec(
                 write_spec(text.replace("count = 3", f"count = {bad}")), registry=toy_registry
             )
+
+
+def write_rag_config(directory: Path, question_encoder: str, generator: dict[str, Any]) -> Path:
+    """A RAG checkpoint's config.json alone (the types come from it; no weights are read)."""
+    import json
+
+    directory.mkdir(parents=True)
+    config = {
+        "model_type": "rag",
+        "question_encoder": {"model_type": question_encoder},
+        "generator": generator,
+    }
+    (directory / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    return directory
+
+
+def test_a_rag_checkpoint_gives_the_types_of_encoder_and_generator(
+    write_spec: WriteSpec, registry: Registry
+) -> None:
+    checkpoint = write_rag_config(
+        write_spec("").parent / "rag", "dpr", {"model_type": "bart", "is_encoder_decoder": True}
+    )
+    spec = load_spec(
+        write_spec(
+            f'schema = 1\n[pipeline]\ncheckpoint = "{checkpoint.name}"\n[encoder]\n'
+            'pooling = "mean"\n'
+        ),
+        registry=registry,
+    )
+    assert {table: c.type for table, c in spec.components.items()} == {
+        "encoder": "dpr",
+        "generator": "bart",
+    }
+    assert spec.components["encoder"].params.pooling == "mean"  # its other keys kept
+    assert spec.inferred == {
+        "encoder": "from [pipeline] checkpoint: its question encoder is DPR",
+        "generator": "from [pipeline] checkpoint: its generator is bart, an encoder-decoder",
+    }
+    dumped = tomllib.loads(spec.to_toml())
+    assert (dumped["encoder"]["type"], dumped["generator"]["type"]) == ("dpr", "bart")
+    declared = load_spec(dumped, registry=registry)
+    assert declared.inferred == {} and declared.components == spec.components
+
+
+def test_a_causal_generator_and_a_question_encoder_of_unknown_pooling(
+    write_spec: WriteSpec, registry: Registry
+) -> None:
+    from ragloom.preflight import preflight
+
+    llama = {"model_type": "llama", "is_encoder_decoder": False, "num_attention_heads": 2}
+    llama |= {"hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 300}
+    checkpoint = write_rag_config(write_spec("").parent / "rag", "bert", llama)
+    spec = load_spec(
+        write_spec(f'schema = 1\n[pipeline]\ncheckpoint = "{checkpoint}"\n'), registry=registry
+    )
+    assert {table: c.type for table, c in spec.components.items()} == {"generator": "causal-lm"}
+    assert spec.inferred["generator"].endswith("its generator is llama, not an encoder-decoder")
+    assert (
+        "[encoder] not declared, and [pipeline] checkpoint cannot give its type: its question "
+        "encoder is 'bert', not DPR, and its config does not say how its vectors are pooled"
+    ) in preflight(spec, registry).notes
+    with pytest.raises(SpecError) as excinfo:
+        load_spec(
+            write_spec(f'schema = 1\n[pipeline]\ncheckpoint = "{checkpoint}"\n[encoder]\n'),
+            registry=registry,
+        )
+    assert problems(excinfo).endswith(
+        f'[encoder] has no type, and [pipeline] checkpoint = "{checkpoint}" cannot give it: its '
+        "question encoder is 'bert', not DPR, and its config does not say how its vectors are "
+        'pooled. Declare [encoder] type = "..." (dpr, hf-mean-pool), or point checkpoint at a '
+        "directory written by a transformers RAG model's save_pretrained."
+    )
+
+
+def test_a_checkpoint_that_cannot_give_types(write_spec: WriteSpec, registry: Registry) -> None:
+    """A spec without the tables stays valid (the checkpoint may be written later); a table
+    without a type cannot be checked, and the override that set the checkpoint is named."""
+    path = write_spec(
+        'schema = 1\n[pipeline]\ncheckpoint = "later"\n[generator]\ndtype = "float32"\n'
+    )
+    with pytest.raises(SpecError) as excinfo:
+        load_spec(path, registry=registry)
+    assert f"cannot give it: {path.parent / 'later'} holds no config.json. Declare" in problems(
+        excinfo
+    )
+    with pytest.raises(SpecError) as excinfo:
+        bart = path.parent / "bart"
+        bart.mkdir()
+        (bart / "config.json").write_text('{"model_type": "bart"}', encoding="utf-8")
+        load_spec(path, {"pipeline.checkpoint": str(bart)}, registry=registry)
+    assert 'is not a RAG config (model_type "rag")' in problems(excinfo)
+    assert 'from override "pipeline.checkpoint"' in problems(excinfo)
+    bare = load_spec(
+        write_spec('schema = 1\n[pipeline]\ncheckpoint = "later"\n'), registry=registry
+    )
+    assert bare.components == {} and bare.inferred == {}

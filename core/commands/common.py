@@ -85,14 +85,15 @@ def spec_from_args(path: str, assignments: Sequence[str]) -> Spec:
 
 
 def component_lines(spec: Spec) -> list[str]:
-    """``[table]  type`` for every component of ``spec``, nested ones indented by path."""
-    rows: list[tuple[str, str]] = []
+    """``[table]  type`` for every component of ``spec``, nested ones indented by path; a type
+    the spec left to ``[pipeline] checkpoint`` says where it came from."""
+    rows: list[tuple[str, str, str]] = []
     for table, component in spec.components.items():
-        rows.append((f"[{table}]", component.type))
+        rows.append((f"[{table}]", component.type, spec.inferred.get(table, "")))
         rows.extend(
-            (f"[{'.'.join((table, *path))}]", child.type) for path, child in component.nested()
+            (f"[{'.'.join((table, *path))}]", child.type, "") for path, child in component.nested()
         )
-    return table_lines(rows, indent="  ")
+    return [line.rstrip() for line in table_lines(rows, indent="  ")]
 
 
 def threads_line(spec: Spec, indent: str = "  ") -> str:

@@ -20,8 +20,10 @@ from pydantic import BaseModel, ValidationError
 from ..errors import MissingExtraError, SpecError, UnknownComponentError
 from ..kinds import SPEC_TABLES
 from ..protocols import ChecksTable, NamedSlots, Nested
+from ..rag_checkpoint import CheckpointError
 from ..registry import Registry
 from ..suggest import listing, suggestion
+from .checkpoint_types import INFERRED_TABLES, checkpoint_type
 from .model import (
     SCHEMA_VERSION,
     ComponentSpec,
@@ -32,7 +34,7 @@ from .model import (
     TrainSettings,
 )
 from .overrides import Applied, apply_overrides, check_overrides, type_cli_value
-from .paths import ASSET_PREFIX, path_keys
+from .paths import ASSET_PREFIX, absolute, path_keys
 from .problems import describe, from_override, key_path, toml_value, where
 
 log = logging.getLogger(__name__)
@@ -214,6 +216,8 @@ class _Resolver:
         self.problems: list[str] = []
         self.pipeline: PipelineSettings | None = None
         """``[pipeline]`` once validated, for the tables that check against it."""
+        self.inferred: dict[str, str] = {}
+        """The tables whose type ``[pipeline] checkpoint`` gave, each with what says so."""
 
     def spec(self) -> Spec:
         self._check_top_level()
@@ -225,13 +229,41 @@ class _Resolver:
         train = self._settings("train", TrainSettings)
         components = {}
         for table in SPEC_TABLES:  # each resolves in the kind of its name
-            if table in self.data:
-                component = self.component(table, (table,), self.data[table])
+            raw = self._typed_by_checkpoint(table, self.data.get(table))
+            if raw is not None:
+                component = self.component(table, (table,), raw)
                 if component is not None:
                     components[table] = component
         if self.problems or pipeline is None or generation is None or train is None:
             raise SpecError(self.source, self.problems)
-        return Spec(pipeline, generation, components, train, self.source, self.base_dir)
+        return Spec(
+            pipeline, generation, components, train, self.source, self.base_dir, self.inferred
+        )
+
+    def _typed_by_checkpoint(self, table: str, raw: Any) -> Any:
+        """``raw``, the spec's ``[table]`` (None when absent), with the ``type`` that
+        ``[pipeline] checkpoint`` implies where the table is missing or has none
+        (:mod:`ragloom.spec.checkpoint_types`). A table without a type that the checkpoint
+        cannot give is a problem; a missing one stays missing (``ragloom validate`` notes why:
+        the checkpoint may not be written yet)."""
+        checkpoint = self.pipeline.checkpoint if self.pipeline is not None else None
+        untyped = raw is None or (isinstance(raw, dict) and "type" not in raw)
+        if table not in INFERRED_TABLES or checkpoint is None or not untyped:
+            return raw
+        try:
+            found = checkpoint_type(table, Path(absolute(checkpoint, self.base_dir)))
+        except CheckpointError as error:
+            if raw is not None:
+                self._problem(
+                    f'[{table}] has no type, and [pipeline] checkpoint = "{checkpoint}" cannot '
+                    f'give it: {str(error).rstrip(".")}. Declare [{table}] type = "..." '
+                    f"({listing(self.registry.names(table))}), or point checkpoint at a "
+                    f"directory written by a transformers RAG model's save_pretrained.",
+                    ("pipeline", "checkpoint"),
+                )
+            return None
+        self.inferred[table] = f"from [pipeline] checkpoint: {found.reason}"
+        return {"type": found.type, **(raw or {})}
 
     def _check_top_level(self) -> None:
         for key in self.data:

@@ -247,6 +247,9 @@ class Spec:
     train: TrainSettings = field(default_factory=TrainSettings)
     source: str = field(default="<dict>", compare=False)
     base_dir: Path = field(default_factory=Path.cwd, compare=False)
+    inferred: dict[str, str] = field(default_factory=dict, compare=False)
+    """The tables whose ``type`` the spec left out and ``[pipeline] checkpoint`` gave (their
+    types come from its config), each with what says so; the dumped spec writes them out."""
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as a TOML-ready mapping, every default made explicit."""
