@@ -13,6 +13,12 @@
   and the cheap ones (``plugins``, ``validate``, ``kb info``) run in the workspace; a ``python
   SCRIPT`` line names an existing script and options it defines; ``./run`` a command it has.
 - ```text (or an untagged block that is not command lines): program output, not executed.
+- ```json: parsed; ```jsonl: every non-blank line parsed as JSON.
+
+A page's worked example (:data:`WALKTHROUGHS`) also runs from its first block to its last in
+one directory, as a reader would follow it: a block whose info string names a file after its
+kind (```toml stdlib.toml) is that file's content, Python blocks run, and every ``ragloom``
+command runs and must succeed.
 
 A block that cannot run here is marked in the Markdown right before it with
 ``<!-- not run: REASON -->``; a marker without a reason, or with no block after it, fails, and so
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
 import os
 import re
 import shlex
@@ -54,6 +61,7 @@ KINDS = {
     "txt": "text",
     "output": "text",
     "json": "json",
+    "jsonl": "jsonl",
 }
 COMMAND_WORDS = {"ragloom", "python", "python3", "pip", "pytest", "ray"}
 KNOWN_TOOLS = {"pip", "pytest", "ray"}
@@ -70,6 +78,7 @@ class Block:
     info: str
     text: str
     not_run: str | None  # the marker's reason; None when unmarked
+    file: str | None = None  # the file the block is, named after its kind (```toml spec.toml)
 
     @property
     def id(self) -> str:
@@ -103,13 +112,15 @@ def parse_blocks(markdown: str, document: str) -> tuple[list[Block], list[str]]:
             ):
                 body.append(lines[end])
                 end += 1
+            words = info.split()
             blocks.append(
                 Block(
                     document,
                     number + 1,
-                    info.split()[0].lower() if info else "",
+                    words[0].lower() if words else "",
                     "\n".join(body) + "\n",
                     pending[1] if pending else None,
+                    words[1] if len(words) > 1 else None,
                 )
             )
             pending = None
@@ -160,8 +171,8 @@ def command_lines(text: str) -> list[list[str]]:
 
 
 def kind_of(block: Block) -> str:
-    """``python``, ``toml``, ``shell``, ``text`` or ``json``; an unknown info string, or an
-    untagged block that reads as Python, fails."""
+    """``python``, ``toml``, ``shell``, ``text``, ``json`` or ``jsonl``; an unknown info string,
+    or an untagged block that reads as Python, fails."""
     if block.info:
         if block.info not in KINDS:
             pytest.fail(
@@ -401,6 +412,11 @@ def test_block(
     if kind == "json":
         json.loads(block.text)
         return
+    if kind == "jsonl":
+        for line in block.text.splitlines():
+            if line.strip():
+                json.loads(line)
+        return
     if kind == "toml":
         tomllib.loads(block.text)  # even a block not run must parse
         if block.not_run is None:
@@ -491,3 +507,70 @@ def test_the_spec_errors_example_is_what_validate_prints(
     assert re.fullmatch(pattern, printed), (
         f"docs/spec.md shows:\n{shown}\nvalidate prints:\n{printed}"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Worked examples, followed from their first block to their last
+
+WALKTHROUGHS = {"docs/corpus.md": "## A worked example"}
+"""Pages whose section under the given heading is followed block by block in one directory."""
+
+
+def section(document: str, heading: str) -> list[Block]:
+    """The blocks of ``document`` from the line starting with ``heading`` to the next heading of
+    its level."""
+    lines = (REPO / document).read_text(encoding="utf-8").splitlines()
+    start = next(n for n, line in enumerate(lines, 1) if line.startswith(heading))
+    level = heading.split()[0] + " "
+    end = next((n for n, line in enumerate(lines, 1) if n > start and line.startswith(level)), None)
+    return [b for b in BLOCKS if b.document == document and start < b.line < (end or len(lines))]
+
+
+def masked_warnings(lines: list[str]) -> list[str]:
+    """Warning lines with their numbers as ``N``: the counts depend on the Python whose
+    docstrings the example reads, the wording does not."""
+    return [re.sub(r"\d[\d,]*", "N", line) for line in lines if line.startswith("WARNING: ")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("document", "heading"), WALKTHROUGHS.items())
+def test_a_worked_example_runs_as_written(
+    document: str,
+    heading: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every command of the example succeeds on the packaged models, in order, and the warnings
+    an output block shows are those the command before it gave (numbers aside)."""
+    from ragloom.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    warned: list[str] = []
+    commands = 0
+    for block in section(document, heading):
+        kind = kind_of(block)
+        if block.not_run is not None:
+            continue
+        if block.file:
+            (tmp_path / block.file).write_text(block.text, encoding="utf-8")
+        elif kind == "python":
+            exec(compile(block.text, block.id, "exec"), {"__name__": "__doc_example__"})
+        elif kind == "shell":
+            caplog.clear()
+            for argv in command_lines(block.text):
+                assert argv[0] == "ragloom", f"{block.id}: only ragloom commands run here"
+                status = main(argv[1:])
+                captured = capsys.readouterr()
+                assert status == 0, f"{block.id}: `{shlex.join(argv)}`:\n{captured.err}"
+                commands += 1
+            warned = [
+                f"WARNING: {r.getMessage()}"
+                for r in caplog.records
+                if r.name.startswith("ragloom") and r.levelno == logging.WARNING
+            ]
+        elif kind == "text":
+            shown = masked_warnings(block.text.splitlines())
+            assert shown == masked_warnings(warned), f"{block.id} shows other warnings"
+    assert commands, f"{document}: no command under {heading!r}"
