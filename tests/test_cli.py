@@ -142,3 +142,31 @@ def test_a_spec_over_a_rag_checkpoint_needs_no_encoder_or_generator_type(
     assert ours.spec == theirs.spec
     questions = ["paris capital", "who wrote animal farm"]
     assert ours.generate(questions) == theirs.generate(questions)
+
+
+def test_the_rag_checkpoint_example_of_the_spec_docs(
+    tiny_rag: Callable[..., Path], tmp_path: Path
+) -> None:
+    """docs/spec.md's spec over a RAG checkpoint validates, and validate prints what it shows."""
+    import re
+
+    text = (Path(__file__).parent.parent / "docs" / "spec.md").read_text(encoding="utf-8")
+    section = text[text.index("### Types from a RAG checkpoint") :]
+    spec, shown = re.findall(r"```(?:toml|text)\n(.*?)```", section, re.S)[:2]
+    root = tiny_rag("docs").parent
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "rag").symlink_to(root / "rag")
+    (tmp_path / "models" / "context").symlink_to(root / "dpr" / "ctx_encoder")
+    (tmp_path / "kb").symlink_to(root / "kb")
+    (tmp_path / "rag_checkpoint.toml").write_text(spec, encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "ragloom.cli", "validate", "rag_checkpoint.toml"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    expected = shown.splitlines()
+    assert expected[-1].strip() == "..."
+    printed = result.stdout.splitlines()[: len(expected) - 1]
+    assert [line.split() for line in printed] == [line.split() for line in expected[:-1]]
