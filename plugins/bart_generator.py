@@ -38,7 +38,16 @@ from ragloom.rag_checkpoint import ModelDirectoryError, load_rag_part
 from ragloom.spec import Device, SpecPath
 
 from . import hf_loading
-from .hf_loading import DTYPES, cache_argument, generator_config, load_pretrained, on_device
+from .hf_loading import (
+    AUTO_DTYPE,
+    DTYPES,
+    DtypeName,
+    cache_argument,
+    generator_config,
+    load_pretrained,
+    on_device,
+    resolve_dtype,
+)
 
 
 def context_string(prefix: str, title: str, text: str, question: str) -> str:
@@ -68,7 +77,7 @@ class BartGenerator:
             description="a BART save_pretrained directory (default: [pipeline] checkpoint's)",
         )
         attention: Literal["eager", "sdpa", "flash", "flash_attention_2"] = "sdpa"
-        dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+        dtype: DtypeName = Field(default="float32", description=AUTO_DTYPE)
         quantization: Literal["none", "8bit", "4bit"] = "none"
         compute_dtype: Literal["float32", "bfloat16", "float16"] = Field(
             default="float32", description="4-bit matmul dtype"
@@ -159,14 +168,15 @@ class BartGenerator:
             layers=int(config.get("decoder_layers") or config["num_hidden_layers"]),
             kv_width=int(config.get("d_model") or config["hidden_size"]),
             context_tokens=params.max_context_length,
-            value_bytes=DTYPES[params.dtype].itemsize,
+            value_bytes=resolve_dtype(params.dtype, params.device).itemsize,
             answer_positions=config.get("max_position_embeddings"),
         )
 
     @staticmethod
     def _loading_arguments(params: Any) -> dict[str, Any]:
         attention = {"flash": "sdpa"}.get(params.attention, params.attention)
-        kwargs: dict[str, Any] = {"attn_implementation": attention, "dtype": DTYPES[params.dtype]}
+        dtype = resolve_dtype(params.dtype, params.device)
+        kwargs: dict[str, Any] = {"attn_implementation": attention, "dtype": dtype}
         if params.quantization != "none":
             from transformers import BitsAndBytesConfig
 

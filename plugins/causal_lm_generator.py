@@ -33,12 +33,14 @@ from ragloom.spec import Device, SpecPath
 
 from . import hf_loading
 from .hf_loading import (
-    DTYPES,
+    AUTO_DTYPE,
+    DtypeName,
     cache_argument,
     checked_weights,
     generator_config,
     load_pretrained,
     on_device,
+    resolve_dtype,
 )
 
 log = logging.getLogger(__name__)
@@ -130,7 +132,7 @@ class CausalLMGenerator:
             ge=8,
             description="tokens of a fused prompt; longer ones have their passages cut to fit",
         )
-        dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+        dtype: DtypeName = Field(default="float32", description=AUTO_DTYPE)
         attention: Literal["eager", "sdpa"] = "sdpa"
         device: Device = Field(
             default="cpu", description='"cpu", "cuda", "cuda:N" or "auto" (CUDA when present)'
@@ -191,7 +193,7 @@ class CausalLMGenerator:
         from transformers import AutoModelForCausalLM
 
         params = on_device(params, "[generator] device")
-        loading: dict[str, Any] = {"dtype": DTYPES[params.dtype]}
+        loading: dict[str, Any] = {"dtype": resolve_dtype(params.dtype, params.device)}
         if params.path is None:
             if context.pipeline.checkpoint is None or params.gguf_file is not None:
                 raise ModelDirectoryError(
@@ -237,7 +239,7 @@ class CausalLMGenerator:
                 layers=int(config["num_hidden_layers"]),
                 kv_width=int(config.get("num_key_value_heads") or heads) * head_dim,
                 context_tokens=prompt,
-                value_bytes=DTYPES[params.dtype].itemsize,
+                value_bytes=resolve_dtype(params.dtype, params.device).itemsize,
                 answer_positions=int(positions) - prompt if positions else None,
                 fused=fused,
             )

@@ -7,8 +7,9 @@ encoders such as all-MiniLM-L6-v2; or a RAG checkpoint directory, read for its q
 The passage tower defaults to the question tower's directory. Fine-tuning trains the question
 tower only; a passage tower that shared it is kept apart, unchanged.
 
-The fingerprint hashes the passage tower's weight files and the settings that change its vectors;
-knowledge bases record it, so a KB is refused under an encoder that would embed differently.
+The fingerprint hashes the passage tower's weight files and the settings that change its vectors
+(the dtype too, where it is not float32); knowledge bases record it, so a KB is refused under an
+encoder that would embed differently.
 """
 
 from __future__ import annotations
@@ -39,7 +40,15 @@ from ragloom.rag_checkpoint import (
 )
 from ragloom.spec import Device, SpecPath
 
-from .hf_loading import checked_weights, load_pretrained, on_device, weights_file
+from .hf_loading import (
+    AUTO_DTYPE,
+    DtypeName,
+    checked_weights,
+    load_pretrained,
+    on_device,
+    resolve_dtype,
+    weights_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +71,7 @@ class Tower:
     def __init__(
         self, model: Any, tokenizer: Any, pooling: str, max_length: int | None, device: str
     ) -> None:
-        self.model = model.to(device).eval()
+        self.model = model.to(device).eval()  # in the dtype it was loaded in
         self.tokenizer = tokenizer
         self.pooling = "dpr" if model.config.model_type == "dpr" else pooling
         self.device = device
@@ -71,12 +80,17 @@ class Tower:
 
     @classmethod
     def from_directory(
-        cls, directory: Path, pooling: str, max_length: int | None, device: str
+        cls,
+        directory: Path,
+        pooling: str,
+        max_length: int | None,
+        device: str,
+        dtype: torch.dtype = torch.float32,
     ) -> Tower:
         import transformers
 
         if is_rag_checkpoint(directory):
-            model, tokenizer = load_rag_part(directory, "question_encoder")
+            model, tokenizer = load_rag_part(directory, "question_encoder", dtype=dtype)
             return cls(model, tokenizer, pooling, max_length, device)
         weights = checked_weights(directory)
         config = transformers.AutoConfig.from_pretrained(directory)
@@ -85,7 +99,7 @@ class Tower:
             model_class = getattr(transformers, architecture)
         else:
             model_class = transformers.AutoModel
-        model, tokenizer = load_pretrained(model_class, directory, weights)
+        model, tokenizer = load_pretrained(model_class, directory, weights, dtype=dtype)
         return cls(model, tokenizer, pooling, max_length, device)
 
     @property
@@ -153,6 +167,10 @@ class HFEncoder:
             default=None, ge=8, description="token limit (default: the tokenizer's, at most 512)"
         )
         batch_size: int = Field(default=32, ge=1, description="texts per forward pass")
+        dtype: DtypeName = Field(
+            default="float32",
+            description=f"weights and activations; vectors are float32 either way. {AUTO_DTYPE}",
+        )
         device: Device = Field(
             default="cpu", description='"cpu", "cuda", "cuda:N" or "auto" (CUDA when present)'
         )
@@ -181,8 +199,12 @@ class HFEncoder:
     def from_spec(cls, params: Any, context: BuildContext, **children: Any) -> HFEncoder:
         params = on_device(params, "[encoder] device")
 
+        dtype = resolve_dtype(params.dtype, params.device)
+
         def tower(directory: Path) -> Tower:
-            return Tower.from_directory(directory, params.pooling, params.max_length, params.device)
+            return Tower.from_directory(
+                directory, params.pooling, params.max_length, params.device, dtype
+            )
 
         query = tower(cls._question_tower_directory(params, context))
         passage = tower(context.resolve_path(params.passage_path)) if params.passage_path else query
@@ -220,6 +242,9 @@ class HFEncoder:
             "max_length": params.max_length,
             "weights": source,
         }
+        dtype = resolve_dtype(params.dtype, params.device)
+        if dtype != torch.float32:  # float32 KBs keep the fingerprints they were built with
+            settings["dtype"] = str(dtype).removeprefix("torch.")
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
@@ -289,14 +314,23 @@ class HFEncoder:
         return self.passage_tower.overflow(*self._passage_inputs(titles, texts))
 
     def encode_passages(self, titles: Sequence[str], texts: Sequence[str]) -> torch.Tensor:
-        """``float32 [N, d]`` under inference mode, read as ``passage_input`` says."""
+        """``float32 [N, d]`` under inference mode, read as ``passage_input`` says. Batches are
+        formed longest first (by characters), so a batch pads its passages to similar lengths;
+        the vectors come back in the order given."""
         first, second = self._passage_inputs(titles, texts)
+        order = sorted(
+            range(len(first)), key=lambda row: -len(first[row]) - len(second[row] if second else "")
+        )
+        first = [first[row] for row in order]
+        second = [second[row] for row in order] if second else None
         with torch.inference_mode():
             parts = [
                 self.passage_tower.encode(first[part], second[part] if second else None)
                 for part in self._batches(len(first))
             ]
-            return self._finish(torch.cat(parts)) if parts else torch.zeros(0, self.dim)
+            if not parts:
+                return torch.zeros(0, self.dim)
+            return self._finish(torch.cat(parts))[torch.argsort(torch.tensor(order))]
 
 
 class MeanPoolEncoder(HFEncoder):

