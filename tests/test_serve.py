@@ -79,6 +79,19 @@ class Server:
         )
 
 
+STARTED: list[subprocess.Popen[str]] = []
+"""Every server this module started: the last fixture kills any a failed test left running."""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_server_outlives_the_tests() -> Iterator[None]:
+    yield
+    for process in STARTED:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def start_server(spec: Path, *options: str, log: Path) -> Server:
     """``ragloom serve SPEC --port 0 OPTIONS`` on loopback, once it says where it listens."""
     stderr = log.open("w", encoding="utf-8")
@@ -90,6 +103,7 @@ def start_server(spec: Path, *options: str, log: Path) -> Server:
         env={**os.environ, **ONE_THREAD, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
     )
     stderr.close()
+    STARTED.append(process)
     lines: queue.Queue[str] = queue.Queue()
     assert process.stdout is not None
     stdout = process.stdout
@@ -491,6 +505,13 @@ def test_a_late_answer_times_out_with_504(tight: Server) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Stopping
+
+
+def test_sigterm_as_soon_as_the_address_is_printed_stops_it(spec: Path, tmp_path: Path) -> None:
+    """Before uvicorn has its own handlers, a SIGTERM still stops the server."""
+    server = start_server(spec, log=tmp_path / "stderr.txt")
+    server.process.send_signal(signal.SIGTERM)
+    assert server.stop() == 0, (tmp_path / "stderr.txt").read_text()[-3000:]
 
 
 def test_sigterm_finishes_the_requests_in_flight(spec: Path, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import uvicorn
 
@@ -84,12 +85,19 @@ def url(sock: socket.socket) -> str:
 
 
 @contextmanager
-def stop_signals() -> Iterator[list[int]]:
+def stop_signals(server: uvicorn.Server) -> Iterator[list[int]]:
     """SIGINT and SIGTERM recorded instead of ending the process: uvicorn handles them while it
-    runs (a graceful stop), then raises the signal it got again, which lands here."""
+    runs (a graceful stop), then raises the signal it got again, which lands here. One that
+    comes before uvicorn has its handlers (the address is printed first) tells ``server`` to
+    stop as soon as it has started."""
     caught: list[int] = []
     handled = (signal.SIGINT, signal.SIGTERM)
-    previous = {number: signal.signal(number, lambda n, _: caught.append(n)) for number in handled}
+
+    def stop(number: int, _: Any) -> None:
+        caught.append(number)
+        server.should_exit = True
+
+    previous = {number: signal.signal(number, stop) for number in handled}
     try:
         yield caught
     finally:
@@ -126,8 +134,9 @@ def serve(pipeline: Pipeline, settings: ServerSettings, name: str) -> int:
         )
     print(f"ragloom serve: {name} on {address} ({reach})", flush=True)
     print(f"  page {address}/  ·  OpenAI base_url {address}/v1  ·  Ctrl-C stops", flush=True)
-    with stop_signals() as caught:
-        uvicorn.Server(config).run(sockets=[sock])
+    server = uvicorn.Server(config)
+    with stop_signals(server) as caught:
+        server.run(sockets=[sock])
     how = signal.Signals(caught[0]).name if caught else "shut down"
     print(f"ragloom serve: stopped ({how}) after answering the requests in flight.", flush=True)
     return 0

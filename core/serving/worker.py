@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from ..errors import RagloomError
 from ..pipeline import AnswerStream, Pipeline
+from ..spec.threads import use_threads
 from .stats import Stats
 
 log = logging.getLogger("ragloom.serve")
@@ -166,6 +167,7 @@ class ModelWorker:
     def _loop(self) -> None:
         import torch
 
+        use_threads(torch.get_num_threads())  # faiss counts its threads per thread: as torch's
         # Streams are generators that decode inside their own inference_mode block and are
         # resumed in turns, so their enters and exits interleave: each exit restores the mode
         # the previous enter saw. Under an outer inference_mode every one of them restores it on.
