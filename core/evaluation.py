@@ -91,6 +91,10 @@ class Summary:
     latency_p50: float
     latency_p90: float
     latency_p99: float
+    batch_size: int = 1
+    questions_per_second: float = 0.0
+    batch_latency_p50: float = 0.0
+    batch_latency_p90: float = 0.0
 
 
 def _percentile(values: Sequence[float], share: float) -> float:
@@ -104,12 +108,15 @@ def evaluate(
     out: Path,
     ks: Sequence[int] = (1, 5, 10),
     generate: bool = True,
+    batch_size: int = 1,
 ) -> Summary:
-    """Answer every question (one at a time, for latency) and write ``out/``:
+    """Answer the questions ``batch_size`` at a time (one retrieval and one ``generate`` call
+    per batch; answers are those of one at a time) and write ``out/``:
     ``ragloom-eval.json`` (what ``out`` is), ``questions.jsonl`` (as it goes, one
     :func:`question_record` a line), ``summary.json``, ``spec.toml`` (every path absolute),
     ``index-manifest.json``. Without ``generate``, only retrieval runs and the generator is never
-    built (recall; exact match, F1 and scores are None, latency is retrieval's).
+    built (recall; exact match, F1 and scores are None, latency is retrieval's). A question's
+    latency is its batch's seconds over the batch's questions (at batch 1, its own seconds).
 
     ``out`` is locked while it is written and must be new, empty or an earlier evaluation."""
     out = absolute(out)
@@ -118,35 +125,50 @@ def evaluate(
         out.mkdir(parents=True, exist_ok=True)
         marker = {"format": "ragloom-eval", "spec": str(pipeline.spec.source)}
         atomic.write_text(out / EVAL_MARKER, json.dumps(marker) + "\n")
-        return _evaluate(pipeline, items, out, ks, generate)
+        return _evaluate(pipeline, items, out, ks, generate, batch_size)
 
 
 def _evaluate(
-    pipeline: Pipeline, items: Sequence[QAItem], out: Path, ks: Sequence[int], generate: bool
+    pipeline: Pipeline,
+    items: Sequence[QAItem],
+    out: Path,
+    ks: Sequence[int],
+    generate: bool,
+    batch_size: int,
 ) -> Summary:
     from tqdm import tqdm
 
     atomic.write_text(out / "spec.toml", pipeline.to_spec())
     n_docs = pipeline.spec.pipeline.n_docs
     depth = max(n_docs, *ks)  # one retrieval serves both recall@k and the answer
-    scores: dict[str, list[float]] = {"em": [], "f1": [], "latency": []}
+    scores: dict[str, list[float]] = {"em": [], "f1": [], "latency": [], "batch": []}
     hits: dict[int, list[float]] = {k: [] for k in ks}
     warn_unscorable(items, generate)
-    with (out / "questions.jsonl").open("w", encoding="utf-8") as log:
-        for item in tqdm(items, unit="question", desc="eval"):
+    with (
+        (out / "questions.jsonl").open("w", encoding="utf-8") as log,
+        tqdm(total=len(items), unit="question", desc="eval") as progress,
+    ):
+        for start in range(0, len(items), batch_size):
+            batch = items[start : start + batch_size]
+            questions = [item.question for item in batch]
             started = time.perf_counter()
-            retrieval = pipeline.retrieve([item.question], k=depth)
-            answer = pipeline.generate_from([item.question], retrieval)[0] if generate else None
-            latency = time.perf_counter() - started
-            row = question_record(item, answer, retrieval.passages[0], ks, latency)
-            if answer is not None:
-                scores["em"].append(row["exact_match"])
-                scores["f1"].append(row["f1"])
-            scores["latency"].append(latency)
-            for k in ks:
-                hits[k].append(row[f"recall@{k}"])
-            log.write(json.dumps(row, ensure_ascii=False) + "\n")
+            retrieval = pipeline.retrieve(questions, k=depth)
+            answers = pipeline.generate_from(questions, retrieval) if generate else None
+            seconds = time.perf_counter() - started
+            scores["batch"].append(seconds)
+            for row_index, item in enumerate(batch):
+                answer = answers[row_index] if answers is not None else None
+                passages = retrieval.passages[row_index]
+                row = question_record(item, answer, passages, ks, seconds, len(batch))
+                if answer is not None:
+                    scores["em"].append(row["exact_match"])
+                    scores["f1"].append(row["f1"])
+                scores["latency"].append(seconds / len(batch))
+                for k in ks:
+                    hits[k].append(row[f"recall@{k}"])
+                log.write(json.dumps(row, ensure_ascii=False) + "\n")
             log.flush()
+            progress.update(len(batch))
     count = len(items)
     summary = Summary(
         questions=count,
@@ -156,6 +178,10 @@ def _evaluate(
         latency_p50=_percentile(scores["latency"], 0.5),
         latency_p90=_percentile(scores["latency"], 0.9),
         latency_p99=_percentile(scores["latency"], 0.99),
+        batch_size=batch_size,
+        questions_per_second=count / sum(scores["batch"]) if sum(scores["batch"]) else 0.0,
+        batch_latency_p50=_percentile(scores["batch"], 0.5),
+        batch_latency_p90=_percentile(scores["batch"], 0.9),
     )
     atomic.write_text(out / "summary.json", json.dumps(asdict(summary), indent=2) + "\n")
     _copy_manifests(pipeline, out)
@@ -167,12 +193,14 @@ def question_record(
     answer: Answer | None,
     passages: Sequence[Passage],
     ks: Sequence[int],
-    latency: float,
+    batch_seconds: float,
+    batch_size: int = 1,
 ) -> dict[str, Any]:
     """One line of ``questions.jsonl``: the question and its answers; the prediction, its score
     (the log-probability decoding ranked it by, as ``ragloom ask`` prints it), exact match and
-    F1 (None without an ``answer``: ``--retrieval-only``); the seconds it took; recall@k for
-    each cut-off; and every retrieved passage, best first (the generator read the first
+    F1 (None without an ``answer``: ``--retrieval-only``); its latency (the seconds of its batch
+    of ``batch_size`` questions, over ``batch_size``) and its batch's; recall@k for each
+    cut-off; and every retrieved passage, best first (the generator read the first
     ``n_docs``)."""
     found = [has_answer(passage.text, item.answers) for passage in passages]
     return {
@@ -182,7 +210,8 @@ def question_record(
         "score": None if answer is None else round(answer.score, 4),
         "exact_match": None if answer is None else exact_match(answer.text, item.answers),
         "f1": None if answer is None else f1(answer.text, item.answers),
-        "latency": round(latency, 4),
+        "latency": round(batch_seconds / batch_size, 4),
+        "batch_latency": round(batch_seconds, 4),
         **{f"recall@{k}": float(any(found[:k])) for k in ks},
         "passages": [passage_record(p, has) for p, has in zip(passages, found, strict=True)],
     }
@@ -248,4 +277,5 @@ def summary_row(name: str, summary: Summary) -> list[Any]:
         *recall,
         f"{summary.latency_p50:.2f}",
         f"{summary.latency_p90:.2f}",
+        f"{summary.questions_per_second:.2f}",
     ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 import unicodedata
 from pathlib import Path
 
@@ -159,7 +161,7 @@ def test_eval_writes_results_and_compares_variants(
     captured = capsys.readouterr().out
     assert status == 0
     header = next(line for line in captured.splitlines() if line.startswith("VARIANT"))
-    assert header.split() == ["VARIANT", "EM", "F1", "R@1", "R@3", "p50", "s", "p90", "s"]
+    assert header.split() == ["VARIANT", "EM", "F1", "R@1", "R@3", "p50", "s", "p90", "s", "q/s"]
     for variant in ("retriever.index.type=faiss-exact", "retriever.index.type=hnsw"):
         directory = out / variant
         rows = [
@@ -270,3 +272,37 @@ def test_retrieval_only_never_loads_the_generator(spec: Path, tmp_path: Path) ->
     assert len(row["passages"]) == 10 and all(passage["text"] for passage in row["passages"])
     generating = subprocess.run([*command, "--out", tmp_path / "g"], capture_output=True)
     assert generating.returncode == 1 and b"no-such-model does not exist" in generating.stderr
+
+
+def test_batched_eval_gives_the_answers_of_one_at_a_time(spec: Path, tmp_path: Path) -> None:
+    questions = ["paris capital france", "moon apollo rocket", "who wrote animal farm", "paris"]
+    data = write_qa(
+        tmp_path / "qa.jsonl", [{"question": q, "answers": ["paris"]} for q in questions]
+    )
+    records = {}
+    for batch in (1, 3):
+        out = tmp_path / f"batch-{batch}"
+        arguments = ["eval", str(spec), "--data", str(data), "--out", str(out)]
+        assert main([*arguments, "--batch-size", str(batch)]) == 0
+        records[batch] = [json.loads(line) for line in (out / "spec/questions.jsonl").open()]
+        summary = json.loads((out / "spec/summary.json").read_text())
+        assert summary["batch_size"] == batch and summary["questions_per_second"] > 0
+    same = ("question", "prediction", "score", "exact_match", "f1", "recall@1", "passages")
+    for alone, batched in zip(records[1], records[3], strict=True):
+        assert {key: alone[key] for key in same} == {key: batched[key] for key in same}
+    first_batch = records[3][:3]
+    assert len({row["batch_latency"] for row in first_batch}) == 1
+    assert first_batch[0]["latency"] == pytest.approx(first_batch[0]["batch_latency"] / 3, abs=1e-3)
+    assert records[3][3]["latency"] == records[3][3]["batch_latency"]  # the last batch: one
+
+
+def test_a_batch_size_below_one_is_refused(spec: Path, tmp_path: Path) -> None:
+    data = write_qa(tmp_path / "qa.jsonl", [{"question": "paris", "answers": ["paris"]}])
+    result = subprocess.run(
+        [sys.executable, "-m", "ragloom.cli", "eval", str(spec), "--data", str(data), "--out",
+         str(tmp_path / "r"), "--batch-size", "0"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "--batch-size" in result.stderr and "at least 1" in result.stderr
+    assert not (tmp_path / "r").exists()

@@ -50,7 +50,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     needed = ("retriever",) if args.retrieval_only else ("retriever", "generator", "marginalizer")
     for _, pipeline in runs:
         pipeline.require(*needed, needed_by="ragloom eval")
-    rows: list[list[Any]] = [["VARIANT", "EM", "F1", *[f"R@{k}" for k in ks], "p50 s", "p90 s"]]
+    at_least_one("--batch-size", args.batch_size)
+    header = ["VARIANT", "EM", "F1", *[f"R@{k}" for k in ks], "p50 s", "p90 s", "q/s"]
+    rows: list[list[Any]] = [header]
     claim(out, EVAL_RUN_KIND)
     with locks.exclusive(out):
         claim(out, EVAL_RUN_KIND)
@@ -59,7 +61,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for label, pipeline in runs:
             print(f"variant {label}: {len(items)} questions")
             directory = out / label.replace("/", "_")
-            summary = evaluate(pipeline, items, directory, ks, not args.retrieval_only)
+            summary = evaluate(
+                pipeline, items, directory, ks, not args.retrieval_only, args.batch_size
+            )
             rows.append(summary_row(label, summary))
     print("\n".join(table_lines(rows)))
     print(f"results: {out}")
@@ -99,6 +103,13 @@ def add_to(commands: Any) -> None:
     add_write_options(evaluation)
     evaluation.add_argument("-k", default="1,5,10", help="recall cut-offs (default 1,5,10)")
     evaluation.add_argument("--limit", type=int, help="first N questions only")
+    evaluation.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        help="questions per retrieval and generate call (default 1; answers are the same, "
+        "latency is the batch's over its questions)",
+    )
     evaluation.add_argument(
         "--retrieval-only", action="store_true", help="measure recall@k and latency only"
     )
