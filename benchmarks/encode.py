@@ -34,7 +34,7 @@ import torch
 from ragloom.assets import minilm
 from ragloom.commands.common import table_lines
 from ragloom.context import BuildContext
-from ragloom.kb import split_words
+from ragloom.kb.documents import passages
 from ragloom.kb.wikipedia import wikipedia_documents
 from ragloom.plugins.hf_encoder import MeanPoolEncoder
 from ragloom.spec import PipelineSettings
@@ -44,15 +44,8 @@ MAX_LENGTH = 256
 
 def corpus(count: int) -> tuple[list[str], list[str]]:
     """The first ``count`` 100-word passages of the embedded corpus: titles and texts."""
-    titles: list[str] = []
-    texts: list[str] = []
-    for document in wikipedia_documents():
-        for text in split_words(document.text, 100):
-            titles.append(document.title)
-            texts.append(text)
-            if len(texts) == count:
-                return titles, texts
-    return titles, texts
+    documents = list(itertools.islice(passages(wikipedia_documents(), 100), count))
+    return [d.title for d in documents], [d.text for d in documents]
 
 
 def ragloom_encoder(dtype: str, batch_size: int) -> Callable[[list[str], list[str]], torch.Tensor]:

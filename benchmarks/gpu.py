@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import re
 import statistics
 import tempfile
@@ -44,7 +45,7 @@ from ragloom.assets import minilm
 from ragloom.commands.common import table_lines
 from ragloom.context import BuildContext
 from ragloom.errors import RagloomError
-from ragloom.kb import split_words
+from ragloom.kb.documents import passages
 from ragloom.kb.hf import import_hf
 from ragloom.kb.wikipedia import wikipedia_documents
 from ragloom.plugins.hf_encoder import MeanPoolEncoder
@@ -152,15 +153,8 @@ def generation_table(root: Path, count: int, device: str) -> list[list[str]]:
 
 
 def encoder_table(count: int, device: str) -> list[list[str]]:
-    titles: list[str] = []
-    texts: list[str] = []
-    for document in wikipedia_documents():
-        for text in split_words(document.text, 100):
-            titles.append(document.title)
-            texts.append(text)
-        if len(texts) >= count:
-            break
-    titles, texts = titles[:count], texts[:count]
+    documents = list(itertools.islice(passages(wikipedia_documents(), 100), count))
+    titles, texts = [d.title for d in documents], [d.text for d in documents]
     encoders: dict[str, Callable[..., torch.Tensor]] = {}
     for dtype in ("float32", "bfloat16"):
         params = MeanPoolEncoder.Params(

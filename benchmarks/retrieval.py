@@ -70,7 +70,7 @@ def stage_latency(limit: int) -> list[list[str]]:
     hybrid: Any = pipeline.retriever
     questions = [item.question for item in read_qa(Path(DATA))[:limit]]
     depth = hybrid.params.depth
-    candidates = pipeline.spec.components["reranker"].params["candidates"]
+    candidates = pipeline.reranker.params.candidates
     times: dict[str, list[float]] = {
         "encode question (MiniLM)": [],
         f"dense member (HNSW, top {depth})": [],
