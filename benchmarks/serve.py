@@ -1,7 +1,8 @@
 """Serving throughput: ``ragloom serve`` on loopback with batching on and off, at 1, 8 and 32
 concurrent clients.
 
-For each mode (on: ``--max-batch 32 --max-wait-ms 20``; off: ``--max-batch 1``) a server is
+For each mode (on: ``--max-batch 16 --max-wait-ms 20``, the default batch; off:
+``--max-batch 1``) a server is
 started on 127.0.0.1 (a free port) over the spec, by default the embedded one
 (examples/wikipedia.toml: all-MiniLM-L6-v2 retrieval, SmolLM2-135M-Instruct answers), and asked
 once to warm up. Then at each level, C client threads share a fixed number of requests
@@ -38,7 +39,7 @@ import httpx
 from ragloom.commands.common import table_lines
 
 REPO = Path(__file__).resolve().parent.parent
-MODES = {"on": ["--max-batch", "32", "--max-wait-ms", "20"], "off": ["--max-batch", "1"]}
+MODES = {"on": ["--max-batch", "16", "--max-wait-ms", "20"], "off": ["--max-batch", "1"]}
 REQUEST_TIMEOUT = 600.0
 
 

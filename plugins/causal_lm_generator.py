@@ -357,44 +357,74 @@ class CausalLMGenerator:
         return self._prefill([ids for ids, _ in fused])
 
     def _prefill(self, prompts: list[list[int]]) -> CausalState:
-        """Left-pad the prompts and run them through the model, filling the cache (in training
-        mode, keep them for ``score`` instead).
+        """Run the prompts through the model, filling the cache (in training mode, keep them
+        left-padded for ``score`` instead).
 
-        Rows of similar length are prefilled together (:func:`length_groups`) and their caches
-        laid side by side, left-padded with masked zeros: a batch of short and long prompts costs
-        its real tokens, not rows times the longest. The prompt's logits are never read, so the
-        prefill runs the model without its output layer (at SmolLM2's vocabulary, about a fifth
-        of the work per prompt token)."""
-        ids, mask = self._left_padded(prompts)
+        The tokens every prompt starts with (the chat template's system turn, the instruction,
+        a few-shot prompt's worked examples: :func:`shared_prefix`) run once, and their cache is
+        shared by every row. The rest of each prompt follows it, left-padded with masked
+        positions; rows of similar length run together (:func:`length_groups`) and their caches
+        are laid side by side, so a batch of short and long prompts costs its real tokens. The
+        prompt's logits are never read, so the prefill runs the model without its output layer
+        (at SmolLM2's vocabulary, about a fifth of the work per prompt token)."""
         if self.model.training:
+            ids, mask = self._left_padded(prompts)
             return CausalState(mask, mask.sum(1), None, ids)
         from transformers import DynamicCache
 
-        width = ids.shape[1]
+        shared = shared_prefix(prompts)
+        prefix = self._prefix_cache(prompts[0][:shared]) if shared else None
+        suffixes = [prompt[shared:] for prompt in prompts]
+        _, suffix_mask = self._left_padded(suffixes)
+        width = suffix_mask.shape[1]
         layers: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []
         order: list[int] = []
-        for group in length_groups([len(p) for p in prompts]):
-            group_ids, group_mask = self._left_padded([prompts[row] for row in group])
+        for group in length_groups([len(suffix) for suffix in suffixes]):
+            group_ids, group_mask = self._left_padded([suffixes[row] for row in group])
             cache = DynamicCache()
+            if prefix is not None:
+                for index, (keys, values) in enumerate(prefix):
+                    expanded = (len(group), -1, -1, -1)
+                    cache.update(keys.expand(*expanded), values.expand(*expanded), index)
+                group_mask = torch.cat([group_mask.new_ones(len(group), shared), group_mask], 1)
+            positions = (group_mask.cumsum(1) - 1).clamp(min=0)[:, shared:]
             self.model.base_model(
                 input_ids=group_ids,
                 attention_mask=group_mask,
-                position_ids=(group_mask.cumsum(1) - 1).clamp(min=0),
+                position_ids=positions,
                 use_cache=True,
                 **{self._cache_argument: cache},
             )
             if not layers:
                 layers = [([], []) for _ in cache.layers]
+            pad = (0, 0, width - group_ids.shape[1], 0)  # between the prefix and the suffix
             for (keys, values), layer in zip(layers, cache.layers, strict=True):
-                pad = (width - group_ids.shape[1], 0)
-                keys.append(torch.nn.functional.pad(layer.keys, (0, 0, *pad)))
-                values.append(torch.nn.functional.pad(layer.values, (0, 0, *pad)))
+                for kept, tensor in ((keys, layer.keys), (values, layer.values)):
+                    suffix = torch.nn.functional.pad(tensor[:, :, shared:], pad)
+                    kept.append(torch.cat([tensor[:, :, :shared], suffix], dim=2))
             order.extend(group)
         rows = torch.argsort(torch.tensor(order, device=self.device))
         merged = DynamicCache()
         for index, (keys, values) in enumerate(layers):
             merged.update(torch.cat(keys)[rows], torch.cat(values)[rows], index)
+        mask = torch.cat([suffix_mask.new_ones(len(prompts), shared), suffix_mask], 1)
         return CausalState(mask, mask.sum(1), merged)
+
+    def _prefix_cache(self, prefix: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The keys and values ``[1, heads, len(prefix), head_dim]`` of each layer over
+        ``prefix``, the tokens every prompt of a prefill starts with."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        ids = torch.tensor([prefix], device=self.device)
+        self.model.base_model(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            position_ids=torch.arange(len(prefix), device=self.device)[None],
+            use_cache=True,
+            **{self._cache_argument: cache},
+        )
+        return [(layer.keys, layer.values) for layer in cache.layers]
 
     def _left_padded(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids ``[R, width]`` left-padded with the pad token, and their attention mask."""
@@ -477,6 +507,22 @@ class CausalLMGenerator:
         follows the answer opening (a trailing newline is kept: it may be a stop string)."""
         text: str = self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
         return text.lstrip()
+
+
+SHARED_PREFIX_MIN = 8
+"""The fewest tokens every prompt must start with for :func:`shared_prefix` to share them."""
+
+
+def shared_prefix(prompts: Sequence[Sequence[int]]) -> int:
+    """How many tokens all ``prompts`` (two or more) start with, leaving each at least one of its
+    own; 0 for one prompt or fewer than :data:`SHARED_PREFIX_MIN` in common."""
+    if len(prompts) < 2:
+        return 0
+    limit = min(len(prompt) for prompt in prompts) - 1
+    common = 0
+    while common < limit and all(prompt[common] == prompts[0][common] for prompt in prompts):
+        common += 1
+    return common if common >= SHARED_PREFIX_MIN else 0
 
 
 PADDING_SHARE = 0.1

@@ -41,7 +41,10 @@ import torch
 from ragloom.spec import GenerationSettings
 
 Advance = Callable[[torch.Tensor], torch.Tensor]
+"""Log-probs ``[rows, V]`` of the next token, given each row's last tokens ``[rows, t]``."""
 Reorder = Callable[[torch.Tensor], None]
+"""Makes the state's rows the old rows given (``int64 [rows]``): beam search reorders, greedy
+search keeps only the problems still running."""
 Stopped = Callable[[Sequence[int]], bool]
 
 _NEG = -1.0e9  # transformers' "impossible" score in beam bookkeeping
@@ -138,14 +141,18 @@ def _ban_repeated_ngrams(scores: torch.Tensor, tokens: torch.Tensor, size: int) 
     return scores.masked_fill(banned[:, :vocab], -math.inf)
 
 
-def greedy_steps(advance: Advance, n: int, settings: SearchSettings) -> Iterator[Hypotheses]:
+def greedy_steps(
+    advance: Advance, n: int, settings: SearchSettings, reorder: Reorder | None = None
+) -> Iterator[Hypotheses]:
     """Greedy search one step at a time, for streaming: after every step, the hypotheses so far
     (one per problem, a finished one as it ended, ``tokens`` as wide as the longest); the last
     is :func:`greedy_search`'s result. Nothing when ``max_length`` leaves no room after the prefix.
 
-    ``advance`` runs for a step only when its state is asked for. A yielded ``tokens`` is a view
-    of the search's buffer that later steps do not write (they write the positions after it):
-    read it, copy it, do not write to it.
+    ``advance`` runs for a step only when its state is asked for. With ``reorder``, once half
+    the problems the state holds have finished, it is called with the rows of those still
+    running, and later steps ask ``advance`` for those rows only: a batch stops paying for its
+    finished answers. A yielded ``tokens`` is a view of the search's buffer that later steps do
+    not write (they write the positions after it): read it, copy it, do not write to it.
     """
     prefix = torch.tensor(list(settings.prefix), dtype=torch.int64)
     max_length, length = settings.generation.max_length, len(prefix)
@@ -156,28 +163,36 @@ def greedy_steps(advance: Advance, n: int, settings: SearchSettings) -> Iterator
     lengths = torch.full((n,), length, dtype=torch.int64)
     total = torch.zeros(n)
     running = torch.ones(n, dtype=torch.bool)
+    held = torch.arange(n)  # the problems the state holds, in its row order
     logprobs = advance(tokens[:, :length])
     while True:
-        processed = settings.process(logprobs.float(), tokens[:, :length])
+        processed = settings.process(logprobs.float(), tokens[held, :length])
         chosen = processed.argmax(dim=-1)
         gained = processed.gather(1, chosen[:, None]).squeeze(1)
-        total += torch.where(running, gained, torch.zeros_like(gained))
-        tokens[:, length] = torch.where(running, chosen, settings.pad_token_id)
-        lengths += running.long()
-        running &= chosen != settings.eos_token_id
+        live = running[held]
+        total[held] += torch.where(live, gained, torch.zeros_like(gained))
+        tokens[held, length] = torch.where(live, chosen, settings.pad_token_id)
+        lengths[held] += live.long()
+        running[held] &= chosen != settings.eos_token_id
         running &= ~settings.ends(tokens[:, : length + 1], running)
         length += 1  # the longest hypothesis: a row that ran this step has this length
         summed = total[:, None].clone()
         yield Hypotheses(tokens[:, None, :length], lengths[:, None].clone(), summed, summed)
         if not running.any() or length >= max_length:
             return
-        logprobs = advance(tokens[:, length - 1 : length])
+        if reorder is not None and 2 * int(running[held].sum()) <= len(held):
+            kept = running[held].nonzero().squeeze(1)
+            reorder(kept)
+            held = held[kept]
+        logprobs = advance(tokens[held, length - 1 : length])
 
 
-def greedy_search(advance: Advance, n: int, settings: SearchSettings) -> Hypotheses:
+def greedy_search(
+    advance: Advance, n: int, settings: SearchSettings, reorder: Reorder | None = None
+) -> Hypotheses:
     """The argmax token at every step until EOS or ``max_length``; one hypothesis per problem
     (:func:`greedy_steps` to its end; the bare prefix when there is no room for a step)."""
-    last = deque(greedy_steps(advance, n, settings), maxlen=1)
+    last = deque(greedy_steps(advance, n, settings, reorder), maxlen=1)
     return last[0] if last else prefix_only(n, settings)
 
 
@@ -299,5 +314,5 @@ def search(
     if settings.generation.max_length <= len(settings.prefix):
         return prefix_only(n, settings, num_return)
     if settings.generation.num_beams == 1:
-        return greedy_search(advance, n, settings)
+        return greedy_search(advance, n, settings, reorder)
     return beam_search(advance, reorder, n, settings, num_return)

@@ -214,7 +214,9 @@ class RagToken(_Marginalizer):
             return torch.log_softmax(mixed, dim=-1)
 
         def reorder(beam_rows: torch.Tensor) -> None:
+            nonlocal prior
             decoding.select((beam_rows[:, None] * k + torch.arange(k)).view(-1))
+            prior = prior[beam_rows]
 
         return advance, reorder
 

@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from ragloom.context import BuildContext
-from ragloom.plugins.causal_lm_generator import PADDING_SHARE, CausalLMGenerator, length_groups
+from ragloom.plugins.causal_lm_generator import (
+    PADDING_SHARE,
+    SHARED_PREFIX_MIN,
+    CausalLMGenerator,
+    length_groups,
+    shared_prefix,
+)
 from ragloom.plugins.marginalizers import Fusion, RagSequence, RagToken
 from ragloom.protocols import PassageText
 from ragloom.spec import PipelineSettings
@@ -121,9 +127,18 @@ def test_length_groups_bound_the_padding() -> None:
         assert padded - sum(lengths[row] for row in group) <= PADDING_SHARE * padded
 
 
+def test_shared_prefix_leaves_every_prompt_a_token_of_its_own() -> None:
+    opening = list(range(100, 100 + SHARED_PREFIX_MIN))
+    assert shared_prefix([[*opening, 1, 2], [*opening, 1, 3, 4]]) == SHARED_PREFIX_MIN + 1
+    assert shared_prefix([[*opening, 1], [*opening, 1, 5]]) == SHARED_PREFIX_MIN  # not all of one
+    assert shared_prefix([[*opening, 1]]) == 0  # one prompt: nothing to share
+    assert shared_prefix([[*opening[1:], 7], [*opening[1:], 8]]) == 0  # too few in common
+
+
 def test_prompts_of_any_lengths_step_as_if_each_were_alone(chat_model: Path) -> None:
-    """Long and short prompts are prefilled in groups and their caches laid side by side: each
-    row's next-token distribution is the one it has when started alone."""
+    """Long and short prompts share the prefill of what they start with, then are prefilled in
+    groups and their caches laid side by side: each row's next-token distribution is the one it
+    has when started alone."""
     generator = build(chat_model)
     words = "paris is the capital of france and a city on the seine river".split()
     passages = [
@@ -131,6 +146,8 @@ def test_prompts_of_any_lengths_step_as_if_each_were_alone(chat_model: Path) -> 
     ]
     questions = ["what is the capital of france"] * 4
     start = torch.tensor([generator.start_token_ids] * 4)
+    prompts = [generator.prompt_ids(q, p[0]) for q, p in zip(questions, passages, strict=True)]
+    assert shared_prefix(prompts) >= SHARED_PREFIX_MIN, "the chat template and instruction"
     together, _ = generator.step(generator.start(questions, passages), start)
     for row in range(4):
         alone, _ = generator.step(

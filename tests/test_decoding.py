@@ -173,7 +173,8 @@ LETTERS = "<_>abcdefghi"
 
 class Markov:
     """A fake model: the next token's log-probs depend on the problem and the last token only,
-    so ``reorder`` has nothing to do. EOS and PAD are all but impossible."""
+    so ``reorder`` only keeps track of which problem each row is. EOS and PAD are all but
+    impossible."""
 
     def __init__(self, n: int, beams: int, seed: int = 0) -> None:
         generator = torch.Generator().manual_seed(seed)
@@ -185,6 +186,9 @@ class Markov:
     def advance(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.table[self.problem, tokens[:, -1]]
 
+    def reorder(self, rows: torch.Tensor) -> None:
+        self.problem = self.problem[rows]
+
 
 def fake_search(
     n: int, eos: int, stopped: Stopped | None, num_return: int = 1, **generation: Any
@@ -192,7 +196,7 @@ def fake_search(
     settings = GenerationSettings(max_length=10, **generation)
     search_settings = SearchSettings(settings, [BOS], eos, PAD, None, stopped)
     model = Markov(n, settings.num_beams)
-    return search(model.advance, lambda rows: None, n, search_settings, num_return)
+    return search(model.advance, model.reorder, n, search_settings, num_return)
 
 
 def test_greedy_search_ends_a_row_its_stop_hook_ends() -> None:
@@ -276,3 +280,28 @@ def test_greedy_steps_yield_nothing_without_room_for_a_step() -> None:
     model = Counting(2, 1)
     assert list(greedy_steps(model.advance, 2, settings)) == [] and model.calls == 0
     assert greedy_search(model.advance, 2, settings).as_lists() == [[[BOS, 5]], [[BOS, 5]]]
+
+
+def test_greedy_search_stops_computing_the_problems_that_finished() -> None:
+    """With ``reorder``, once half the problems have ended the state keeps only those still
+    running; every problem's tokens, lengths and scores are those of the search without it."""
+    settings = SearchSettings(GenerationSettings(max_length=10), [BOS], EOS, PAD, None)
+
+    def model() -> Markov:
+        markov = Markov(4, 1, seed=2)
+        markov.table[:2, :, EOS] = 5.0  # problems 0 and 1 end at their first step
+        return markov
+
+    plain = greedy_search(model().advance, 4, settings)
+    compacting = model()
+    rows: list[int] = []
+
+    def advance(tokens: torch.Tensor) -> torch.Tensor:
+        rows.append(len(tokens))
+        return compacting.advance(tokens)
+
+    found = greedy_search(advance, 4, settings, compacting.reorder)
+    for field in ("tokens", "lengths", "scores", "logprobs"):
+        assert torch.equal(getattr(found, field), getattr(plain, field)), field
+    assert plain.lengths.view(-1).tolist() == [2, 2, 10, 10]
+    assert rows == [4] + [2] * 8  # the two finished problems left the state after one step
