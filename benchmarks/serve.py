@@ -2,12 +2,11 @@
 concurrent clients.
 
 For each mode (on: ``--max-batch 16 --max-wait-ms 20``, the default batch; off:
-``--max-batch 1``) a server is
-started on 127.0.0.1 (a free port) over the spec, by default the embedded one
-(examples/wikipedia.toml: all-MiniLM-L6-v2 retrieval, SmolLM2-135M-Instruct answers), and asked
-once to warm up. Then at each level, C client threads share a fixed number of requests
-(``POST /v1/chat/completions``, one question of data/wikipedia_qa.jsonl each, not streamed),
-each client sending its next request when the last is answered. Printed per level: requests
+``--max-batch 1``) a server is started on 127.0.0.1 (a free port) over the spec, by default the
+embedded one (examples/wikipedia.toml: all-MiniLM-L6-v2 retrieval, SmolLM2-135M-Instruct
+answers), and asked once to warm up. Then at each level, C client threads share a fixed number
+of requests (``POST /v1/chat/completions``, one question of data/wikipedia_qa.jsonl each, not
+streamed), each client sending its next request when the last is answered. Printed per level: requests
 per second, p50 and p90 latency, the mean batch size the server reported, and the throughput
 of batching on over off; and whether every answer was the same in both modes.
 
