@@ -6,9 +6,9 @@ For each mode (on: ``--max-batch 16 --max-wait-ms 20``, the default batch; off:
 embedded one (examples/wikipedia.toml: all-MiniLM-L6-v2 retrieval, SmolLM2-135M-Instruct
 answers), and asked once to warm up. Then at each level, C client threads share a fixed number
 of requests (``POST /v1/chat/completions``, one question of data/wikipedia_qa.jsonl each, not
-streamed), each client sending its next request when the last is answered. Printed per level: requests
-per second, p50 and p90 latency, the mean batch size the server reported, and the throughput
-of batching on over off; and whether every answer was the same in both modes.
+streamed), each client sending its next request when the last is answered. Printed per level:
+requests per second, p50 and p90 latency, the mean batch size the server reported, and the
+throughput of batching on over off; and whether every answer was the same in both modes.
 
 Bounded: a fixed number of requests per level, a per-request timeout and an overall deadline;
 nothing but 127.0.0.1 is contacted.
