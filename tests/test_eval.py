@@ -287,9 +287,13 @@ def test_batched_eval_gives_the_answers_of_one_at_a_time(spec: Path, tmp_path: P
         records[batch] = [json.loads(line) for line in (out / "spec/questions.jsonl").open()]
         summary = json.loads((out / "spec/summary.json").read_text())
         assert summary["batch_size"] == batch and summary["questions_per_second"] > 0
-    same = ("question", "prediction", "score", "exact_match", "f1", "recall@1", "passages")
+    same = ("question", "prediction", "exact_match", "f1", "recall@1")
     for alone, batched in zip(records[1], records[3], strict=True):
         assert {key: alone[key] for key in same} == {key: batched[key] for key in same}
+        assert batched["score"] == pytest.approx(alone["score"], abs=1e-3)  # rounded to 4 places
+        for one, other in zip(alone["passages"], batched["passages"], strict=True):
+            assert one["id"] == other["id"] and one["text"] == other["text"]
+            assert one["score"] == pytest.approx(other["score"], abs=1e-3)
     first_batch = records[3][:3]
     assert len({row["batch_latency"] for row in first_batch}) == 1
     assert first_batch[0]["latency"] == pytest.approx(first_batch[0]["batch_latency"] / 3, abs=1e-3)
