@@ -18,6 +18,7 @@ Printed per cell: passages/s of each, ragloom over sentence-transformers (fp32 o
 over fp32), and the least cosine between ragloom's and sentence-transformers' vector of a
 passage (1.0: the same vectors). Then the minimum ratio over the cells.
 
+    pip install sentence-transformers   # the baseline; ragloom does not depend on it
     python benchmarks/encode.py [--passages 512] [--rounds 3] [--threads 2]
 """
 

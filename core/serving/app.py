@@ -59,7 +59,8 @@ MIN_BODY_BYTES = 1 << 20
 
 def body_limit(settings: ServerSettings) -> int:
     """The largest body accepted: room for the most questions at the most characters, each
-    character escaped (6 bytes, ``\\uXXXX``), and 64 KiB for the rest; at least 1 MiB."""
+    character escaped as JSON escapes it (6 bytes, e.g. ``\\u00e9``), and 64 KiB for the rest;
+    at least 1 MiB."""
     return max(MIN_BODY_BYTES, 6 * settings.max_questions * settings.max_question_chars + 65536)
 
 
