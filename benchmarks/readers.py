@@ -1,15 +1,18 @@
 """Readers on the embedded corpus: rag-token, rag-sequence and fusion by n_docs 1 / 5 / 10, a
 closed-book baseline and the embedded default, on all of ``data/wikipedia_qa.jsonl``.
 
-Every cell is ``examples/wikipedia.toml`` (SmolLM2-135M-Instruct reading MiniLM's passages) with
-the overrides its name says; the closed-book cell reads no passage (its prompt has none). Each
-cell is one ``ragloom.evaluation.evaluate`` run into ``OUT/<cell>/``: answers are written as they
-come (``questions.jsonl``), a finished cell has ``summary.json`` and is skipped when the command
-runs again, so an interrupted grid resumes at the cell it was in. At the end (or with
-``--report``) one table: EM, F1, recall@1/5 and p50/p90 latency per question (retrieval and
-generation, one question at a time).
+Every cell is ``examples/wikipedia.toml`` (hybrid retrieval: MiniLM + BM25 fused by rrf;
+SmolLM2-135M-Instruct reading with a few-shot prompt, ``stop = ["\\n"]``) with the overrides its
+name says; fusion reads the spec's ``fused_prompt`` (the same few-shot style, all passages in one
+prompt); the closed-book cell reads no passage (its prompt has none). Each cell is one
+``ragloom.evaluation.evaluate`` run into ``OUT/<cell>/``: answers are written as they come
+(``questions.jsonl``), a finished cell has ``summary.json`` and is skipped when the command runs
+again, so an interrupted grid resumes at the cell it was in. At the end (or with ``--report``)
+one table: EM, F1, recall@1/5 and p50/p90 latency per question (retrieval and generation; at
+``--batch-size 1``, the default, one question at a time).
 
-    python benchmarks/readers.py [--out runs/bench-readers] [--limit N] [--cells a,b] [--report]
+    python benchmarks/readers.py [--out runs/bench-readers] [--limit N] [--cells a,b]
+        [--batch-size N] [--report]
 """
 
 from __future__ import annotations
@@ -50,11 +53,13 @@ def cells() -> dict[str, dict[str, Any]]:
     return grid
 
 
-def run_cell(name: str, overrides: dict[str, Any], out: Path, limit: int | None) -> None:
+def run_cell(
+    name: str, overrides: dict[str, Any], out: Path, limit: int | None, batch_size: int
+) -> None:
     items = read_qa(Path(DATA))[:limit]
     pipeline = Pipeline.from_spec(SPEC, overrides)
     started = time.perf_counter()
-    evaluate(pipeline, items, out / name, ks=(1, 5))
+    evaluate(pipeline, items, out / name, ks=(1, 5), batch_size=batch_size)
     print(f"{name}: {len(items)} questions in {time.perf_counter() - started:.0f} s", flush=True)
 
 
@@ -86,6 +91,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench-readers"))
     parser.add_argument("--limit", type=int, help="first N questions only (a quick look)")
     parser.add_argument("--cells", help="comma-separated cell names (default: all)")
+    parser.add_argument("--batch-size", type=int, default=1, help="questions per generate call")
     parser.add_argument("--report", action="store_true", help="print the table only")
     args = parser.parse_args()
     grid = cells()
@@ -98,7 +104,7 @@ def main() -> None:
             if (args.out / name / "summary.json").exists():
                 print(f"{name}: done before, skipped (delete {args.out / name} to rerun)")
                 continue
-            run_cell(name, grid[name], args.out, args.limit)
+            run_cell(name, grid[name], args.out, args.limit, args.batch_size)
     report(args.out, names)
 
 

@@ -3,9 +3,10 @@
 On ``data/wikipedia_qa.jsonl`` (132 questions) over ``asset:wikipedia`` (4,857 passages), through
 the CLI, so the sweeps are what a user runs:
 
-1. ``ragloom eval examples/wikipedia.toml --retrieval-only --sweep retriever.type=dense,bm25``
+1. ``ragloom eval examples/wikipedia_fewshot.toml --retrieval-only --sweep
+   retriever.type=dense,bm25``
    (the bm25 variant drops the dense retriever's ``[retriever.index]``, with a warning);
-2. ``ragloom eval examples/wikipedia_hybrid.toml --retrieval-only --sweep
+2. ``ragloom eval examples/wikipedia.toml --retrieval-only --sweep
    retriever.fusion=rrf,linear``;
 3. ``ragloom eval examples/wikipedia_rerank.toml --retrieval-only --limit N --sweep
    reranker.candidates=...`` (SmolLM2 scores every candidate: seconds per question on 2 cores);
@@ -125,7 +126,7 @@ def main() -> None:
         default=[],
         metavar="SPEC[:SWEEP]",
         help="also EM/F1 on the first --limit questions (repeatable), e.g. "
-        "examples/wikipedia_hybrid.toml:retriever.fusion=rrf",
+        "examples/wikipedia.toml:retriever.fusion=rrf",
     )
     parser.add_argument("--skip-eval", action="store_true", help="reuse --out's earlier runs")
     args = parser.parse_args()
@@ -133,10 +134,14 @@ def main() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     out = Path(args.out)
     runs = [
-        (out / "members", "examples/wikipedia.toml", ["--sweep", "retriever.type=dense,bm25"]),
+        (
+            out / "members",
+            "examples/wikipedia_fewshot.toml",
+            ["--sweep", "retriever.type=dense,bm25"],
+        ),
         (
             out / "hybrid",
-            "examples/wikipedia_hybrid.toml",
+            "examples/wikipedia.toml",
             ["--sweep", "retriever.fusion=rrf,linear"],
         ),
         (

@@ -79,7 +79,7 @@ class DenseRetriever:
     @staticmethod
     def _kb_path(params: Any, context: BuildContext) -> Path:
         """The KB directory; ``asset:NAME`` is a packaged corpus encoded by the pipeline's
-        encoder, built into the cache on first use."""
+        encoder, made in the cache on first use (unpacked when the package ships it prebuilt)."""
         if params.kb.startswith(ASSET_PREFIX):
             encoder = context.component("encoder")
             return packaged.knowledge_base(params.kb, encoder, context.types.get("encoder", "?"))
@@ -95,7 +95,8 @@ class DenseRetriever:
     ) -> tuple[list[str], list[str]]:
         """What ``ragloom validate`` reports: KB size, index memory estimate, encoder match."""
         if params.kb.startswith(ASSET_PREFIX):
-            return [f"[retriever] kb {params.kb}: built with the encoder on first use"], []
+            first_use = packaged.first_use(params.kb, encoder_fingerprint)
+            return [f"[retriever] kb {params.kb}: {first_use}"], []
         path = context.resolve_path(params.kb)
         if not (path / MANIFEST_FILE).exists():
             return [f"[retriever] kb {path}: not built yet (ragloom kb build)"], []

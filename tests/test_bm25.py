@@ -389,7 +389,7 @@ def test_a_dense_spec_retrieves_with_bm25_by_override(
     pipeline = Pipeline.from_spec(dense, overrides={"retriever.type": "bm25"})
     retrieved = pipeline.retrieve(["the moon landing"], k=1)
     assert retrieved.passages[0][0].title == "Moon"
-    wikipedia = Path(__file__).parents[1] / "examples" / "wikipedia.toml"
+    wikipedia = Path(__file__).parents[1] / "examples" / "wikipedia_fewshot.toml"
     assert main(["validate", str(wikipedia), "--set", "retriever.type=bm25"]) == 0
     assert "asset:wikipedia: its passages and BM25 index built on first use" in (
         capsys.readouterr().out

@@ -31,16 +31,17 @@ def ragloom(cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_demo_answers_and_hot_swaps_from_an_empty_cache(cache: Path) -> None:
     result = ragloom(cache, "demo")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "knowledge base in" in result.stderr, "the first run builds the KB into the cache"
+    assert "unpacked the prebuilt wikipedia knowledge base" in result.stderr, "never encoded"
     out = result.stdout
     assert "CC BY-SA" in out
     assert "Q: Who was the 16th president of the United States?" in out
     original = next(line for line in out.splitlines() if "original edition:" in line)
     edition = next(line for line in out.splitlines() if "new edition:" in line)
-    assert "Lincoln" in original and "Quill" not in original
+    assert "Orwell" in original and "Quill" not in original
     assert "Quill" in edition
     again = ragloom(cache, "demo")  # how long each run takes is docs/benchmarks.md's business
-    assert again.returncode == 0 and "knowledge base in" not in again.stderr, "found in the cache"
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "knowledge base in" not in again.stderr, "found in the cache"
 
 
 @pytest.mark.slow
@@ -54,9 +55,9 @@ def test_ask_with_the_bundled_spec(cache: Path) -> None:
     assert "1. Ampere (" in result.stdout
 
 
-LINCOLN = [
-    ("Abraham Lincoln", "Abraham Lincoln was the 16th president of the United States."),
-    ("Gettysburg Address", "Lincoln gave the Gettysburg Address in 1863, during the war."),
+ORWELL = [
+    ("Animal Farm", "Animal Farm is a novella by George Orwell, first published in 1945."),
+    ("Nineteen Eighty-Four", "Orwell wrote Nineteen Eighty-Four after Animal Farm."),
     ("Ampere", "The ampere is the SI unit of electric current."),
     ("Albert Einstein", "Albert Einstein developed the theory of relativity."),
     ("Paris", "Paris is the capital of France and its largest city."),
@@ -66,7 +67,7 @@ LINCOLN = [
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     """A directory and ``--set`` texts for the demo's spec there: tiny models (a random BERT, a
-    random causal LM) and a hybrid of bm25 over a KB of LINCOLN's passages only (``text-kb``)
+    random causal LM) and a hybrid of bm25 over a KB of ORWELL's passages only (``text-kb``)
     and dense over one encoded by that BERT (``kb``), as ``asset:wikipedia`` gives the two."""
     pytest.importorskip("bm25s")
     from ragloom import Pipeline
@@ -92,7 +93,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     assignments = dict(parse_assignment(text) for text in texts)
     encoder = Pipeline.from_spec(REPO / "examples" / "wikipedia.toml", assignments).encoder
     for name, by, kind in (("kb", encoder, "hf-mean-pool"), ("text-kb", None, "none")):
-        documents = (Document(title, text, str(n)) for n, (title, text) in enumerate(LINCOLN))
+        documents = (Document(title, text, str(n)) for n, (title, text) in enumerate(ORWELL))
         build_knowledge_base(documents, by, root / name, encoder_type=kind, progress=False)
     return root, texts
 

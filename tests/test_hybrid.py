@@ -344,7 +344,7 @@ def test_validate(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_the_shipped_example_validates(capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("bm25s")
-    example = REPO / "examples" / "wikipedia_hybrid.toml"
+    example = REPO / "examples" / "wikipedia.toml"
     assert (REPO / "core" / "examples" / example.name).exists(), "shipped with the package"
     assert main(["validate", str(example)]) == 0
     out = capsys.readouterr().out

@@ -25,15 +25,18 @@ QUESTIONS = [
     "What is the SI unit of electric current?",
     "Who developed the theory of relativity?",
 ]
-SWAP_QUESTION, OLD, NEW = QUESTIONS[0], "Abraham Lincoln", "Jonathan Quill"
+SWAP_QUESTION, OLD, NEW = "Who wrote Animal Farm?", "George Orwell", "Jonathan Quill"
+"""The hot swap's fact: a new edition of the knowledge base names NEW as the author where the
+passages name OLD, and the reader, which knows OLD from its training data, answers NEW."""
 
 
-def answer_questions(pipeline: Pipeline) -> None:
-    started = time.perf_counter()
+def answer_questions(pipeline: Pipeline, started: float) -> None:
+    """Answer QUESTIONS, saying how long after ``started`` (``perf_counter``) the first came."""
     for number, question in enumerate(QUESTIONS):
         (answer,) = pipeline.generate([question])
         if number == 0:
-            print(f"(first answer after {time.perf_counter() - started:.0f} s)")
+            seconds = time.perf_counter() - started
+            print(f"(first answer {seconds:.0f} s after the command started, loading included)")
         print(f"Q: {question}")
         print_answer(
             answer, pipeline.spec.components["marginalizer"].type, show_passages=True, indent="   "
@@ -133,17 +136,21 @@ def hot_swap(
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
     from ..kb.wikipedia import CREDIT
     from ..pipeline import Pipeline
 
     print(f"ragloom demo. {CREDIT}")
-    print("The first run builds the knowledge base and its index into ~/.cache/ragloom.\n")
+    print(
+        "The first run unpacks the knowledge base and builds its indexes into ~/.cache/ragloom "
+        "(seconds).\n"
+    )
     example = importlib.resources.files("ragloom").joinpath("examples", EXAMPLE)
     with importlib.resources.as_file(example) as spec:
         assignments = overrides(args.set)
         pipeline = Pipeline.from_spec(spec, assignments)
         target = swap_target(pipeline)
-        answer_questions(pipeline)
+        answer_questions(pipeline, started)
         hot_swap(pipeline, spec, assignments, target)
     return 0
 

@@ -1,4 +1,4 @@
-"""``ragloom kb build | info | import-hf | export-hf``."""
+"""``ragloom kb build | info | import-hf | export-hf | package``."""
 
 from __future__ import annotations
 
@@ -221,6 +221,32 @@ def cmd_export_hf(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_package(args: argparse.Namespace) -> int:
+    import importlib.resources
+
+    from ..kb import packaged, prebuilt
+
+    rebuild = "ragloom kb package " + args.name
+    example = importlib.resources.files("ragloom").joinpath("examples", DEFAULT_SPEC)
+    with importlib.resources.as_file(example) as default:
+        spec = spec_from_args(args.spec or str(default), [])
+        if "encoder" not in spec.components:
+            raise SpecError(
+                f"{spec.source}: [encoder]",
+                ["missing: the prebuilt archive holds vectors; give a spec with an [encoder]"],
+            )
+        encoder, encoder_type = _encoder(spec)
+        out = Path(args.out) if args.out else prebuilt.FOLDER
+        archive = packaged.package(args.name, encoder, encoder_type, out, rebuild)
+    print(f"{archive}: the prebuilt {args.name} knowledge base for encoder {encoder.fingerprint}")
+    return 0
+
+
+DEFAULT_SPEC = "wikipedia.toml"
+"""The spec whose [encoder] ``kb package`` encodes with unless given one: the embedded default's,
+whose knowledge base the package ships."""
+
+
 def add_to(commands: Any) -> None:
     kb = commands.add_parser("kb", help="build, inspect, import and export knowledge bases")
     actions = kb.add_subparsers(dest="kb_command", required=True, metavar="ACTION")
@@ -267,3 +293,16 @@ def add_to(commands: Any) -> None:
     exporter.add_argument("--out", required=True, help="directory for passages/ and index.faiss")
     add_write_options(exporter)
     exporter.set_defaults(handler=cmd_export_hf)
+
+    package = actions.add_parser(
+        "package",
+        help="build a packaged corpus into the prebuilt archive the package ships (maintainers)",
+    )
+    package.add_argument("name", help="the packaged corpus: wikipedia")
+    package.add_argument(
+        "--spec", help="spec whose [encoder] encodes it (default: the embedded default's)"
+    )
+    package.add_argument(
+        "--out", help="folder for the archive and its record (default: the package's own)"
+    )
+    package.set_defaults(handler=cmd_package)

@@ -16,6 +16,16 @@ QUIET_LIBRARIES = {
 """The environment that turns off the progress bars of transformers and huggingface_hub (both
 read the first) and datasets; each library reads it when first imported."""
 
+DEBUG_LIBRARIES = ("bm25s",)
+"""Libraries that set their own logger's level to DEBUG when imported ("Building index from
+IDs")."""
+
+
+def informative(record: logging.LogRecord) -> bool:
+    """A logging filter: INFO and above pass."""
+    return record.levelno >= logging.INFO
+
+
 VERBOSE_HELP = (
     "show the progress bars of transformers, huggingface_hub and datasets (hidden by default) "
     "and ragloom's debug messages, such as the traceback of an operating-system error"
@@ -38,9 +48,14 @@ class RagloomParser(argparse.ArgumentParser):
 def set_verbosity(verbose: bool) -> None:
     """Before any model library is imported: their progress bars off unless ``verbose``
     (a variable set in the environment already is left as it is); with ``verbose``, ragloom's
-    debug messages on."""
+    debug messages on. Without it the libraries that set their logger to DEBUG
+    (:data:`DEBUG_LIBRARIES`) print nothing below INFO."""
     if verbose:
         logging.getLogger("ragloom").setLevel(logging.DEBUG)
         return
+    for name in DEBUG_LIBRARIES:
+        library = logging.getLogger(name)
+        if informative not in library.filters:
+            library.addFilter(informative)
     for name, value in QUIET_LIBRARIES.items():
         os.environ.setdefault(name, value)

@@ -1,18 +1,21 @@
 """Knowledge bases of packaged corpora: ``kb = "asset:wikipedia"`` is the embedded Wikipedia
-sample (:mod:`ragloom.kb.wikipedia`) encoded by the pipeline's own encoder, built into the cache
-(:func:`ragloom.assets.cache_directory`) on first use and found there afterwards, one per encoder
-fingerprint (or passages only, without an encoder, for ``bm25``). The names are
-:data:`ragloom.assets.KNOWLEDGE_BASES`."""
+sample (:mod:`ragloom.kb.wikipedia`) encoded by the pipeline's own encoder, found in the cache
+(:func:`ragloom.assets.cache_directory`), one per encoder fingerprint (or passages only, without
+an encoder, for ``bm25``). On first use it is unpacked from the package when the package ships
+it prebuilt for that encoder (:mod:`ragloom.kb.prebuilt`: the embedded default's), and built
+otherwise. The names are :data:`ragloom.assets.KNOWLEDGE_BASES`."""
 
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 
 from .. import atomic, locks
 from ..assets import ASSET_PREFIX, KNOWLEDGE_BASES, AssetError, cache_directory
 from ..protocols import Encoder
 from ..suggest import listing, suggestion
+from . import prebuilt
 from .build import build_knowledge_base
 from .documents import passages
 from .manifest import NO_ENCODER
@@ -20,32 +23,75 @@ from .wikipedia import CREDIT, wikipedia_documents
 
 log = logging.getLogger(__name__)
 
+SPLIT_WORDS = 100
+EMBEDDINGS_DTYPE = "float16"
+"""How packaged KBs store their vectors: half the bytes of float32 (the prebuilt archive ships
+in the package), the same recall on the embedded questions (docs/benchmarks.md)."""
 
-def knowledge_base(reference: str, encoder: Encoder | None, encoder_type: str) -> Path:
-    """``"asset:wikipedia"`` → a KB of the embedded corpus encoded by ``encoder`` (None: its
-    passages only), built into the cache on first use and found there afterwards (one per
-    encoder fingerprint)."""
+
+def checked_name(reference: str) -> str:
     name = reference.removeprefix(ASSET_PREFIX)
     if name not in KNOWLEDGE_BASES:
         raise AssetError(
             f'"{reference}": no packaged knowledge base "{name}".'
             f"{suggestion(name, KNOWLEDGE_BASES)} Packaged: {listing(KNOWLEDGE_BASES)}."
         )
+    return name
+
+
+def knowledge_base(reference: str, encoder: Encoder | None, encoder_type: str) -> Path:
+    """``"asset:wikipedia"`` → a KB of the embedded corpus encoded by ``encoder`` (None: its
+    passages only), made in the cache on first use and found there afterwards (one per
+    encoder fingerprint)."""
+    name = checked_name(reference)
     fingerprint = encoder.fingerprint if encoder is not None else NO_ENCODER.fingerprint
     target = cache_directory() / "kb" / f"{name}-{fingerprint}"
     atomic.recover_directory(target)
     if (target / "manifest.json").is_file():
         return target
-    with locks.exclusive(target):  # concurrent first uses build it once
-        if not (target / "manifest.json").is_file():
-            log.info("building the %s knowledge base in %s (once)", name, target)
-            build_knowledge_base(
-                passages(wikipedia_documents(), 100),
-                encoder,
-                target,
-                encoder_type=encoder_type,
-                batch_size=64,
-                source={"asset": name, "split_words": 100, "credit": CREDIT},
-                warn_truncation=False,  # its passages are fixed: what is cut is a note
-            )
+    with locks.exclusive(target):  # concurrent first uses make it once
+        if (target / "manifest.json").is_file():
+            return target
+        if encoder is not None and prebuilt.install(name, fingerprint, target):
+            log.info("unpacked the prebuilt %s knowledge base into %s (once)", name, target)
+            return target
+        log.info("building the %s knowledge base in %s (once)", name, target)
+        build(name, encoder, encoder_type, target)
     return target
+
+
+def first_use(reference: str, fingerprint: str | None) -> str:
+    """What the first use of ``reference`` does for an encoder of ``fingerprint`` (validate)."""
+    name = reference.removeprefix(ASSET_PREFIX)
+    if fingerprint and prebuilt.archive_path(name, fingerprint).is_file():
+        return "unpacked on first use (the package ships it prebuilt for this encoder)"
+    return (
+        "encoded with the encoder on first use (prebuilt only for the embedded default's encoder)"
+    )
+
+
+def build(name: str, encoder: Encoder | None, encoder_type: str, target: Path) -> None:
+    """Split and encode the packaged corpus ``name`` into a KB at ``target``."""
+    build_knowledge_base(
+        passages(wikipedia_documents(), SPLIT_WORDS),
+        encoder,
+        target,
+        encoder_type=encoder_type,
+        dtype=EMBEDDINGS_DTYPE,
+        batch_size=64,
+        source={"asset": name, "split_words": SPLIT_WORDS, "credit": CREDIT},
+        warn_truncation=False,  # its passages are fixed: what is cut is a note
+    )
+
+
+def package(
+    reference: str, encoder: Encoder, encoder_type: str, folder: Path, rebuild: str
+) -> Path:
+    """Build the packaged corpus ``reference`` with ``encoder`` from scratch and write it into
+    ``folder`` as the prebuilt archive :func:`knowledge_base` unpacks; the archive's path."""
+    name = checked_name(reference)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=f".{name}-build-") as scratch:
+        kb = Path(scratch) / name
+        build(name, encoder, encoder_type, kb)
+        return prebuilt.write_archive(kb, name, folder, rebuild)
