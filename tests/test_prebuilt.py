@@ -129,6 +129,23 @@ def stray_file(archive: Path) -> None:
     rewrite_archive(archive, {**members(archive), "extra.bin": b"not in the manifest"})
 
 
+def truncated(archive: Path) -> None:
+    """The xz stream cut short after its first blocks: found while extracting."""
+    files = members(archive)
+    files["padding.bin"] = np.random.default_rng(0).bytes(1 << 20)  # past the first block
+    rewrite_archive(archive, files)
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size * 3 // 4])
+
+
+def mislabelled(archive: Path) -> None:
+    """An archive of another encoder's knowledge base under this one's name."""
+    files = members(archive)
+    manifest = json.loads(files["manifest.json"])
+    manifest["encoder"]["fingerprint"] = "0" * 16
+    files["manifest.json"] = json.dumps(manifest).encode()
+    rewrite_archive(archive, files)
+
+
 @pytest.mark.parametrize(
     ("damage", "found"),
     [
@@ -137,7 +154,7 @@ def stray_file(archive: Path) -> None:
             lambda archive: prebuilt.record_path(archive).write_text("{}"),
             "not a valid archive record",
         ),
-        (lambda archive: forge_record(damage_byte(archive) or archive), "xz"),
+        (lambda archive: forge_record(damage_byte(archive) or archive), "cannot be unpacked"),
         (lambda archive: forge_record(swapped_vectors(archive) or archive), "checksum"),
         (lambda archive: forge_record(escaping(archive) or archive), "outside"),
         (lambda archive: forge_record(stray_file(archive) or archive), "does not name: extra.bin"),
@@ -160,7 +177,8 @@ def test_a_damaged_archive_is_never_unpacked(
     target = tmp_path / "cache" / "kb"
     with caplog.at_level(logging.WARNING):
         assert not prebuilt.install("wikipedia", fingerprint, target, folder)
-    assert found in caplog.text and "building it instead" in caplog.text
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert found in warning.replace(str(path), "ARCHIVE") and "building it instead" in warning
     assert not target.exists() and not (tmp_path / "cache" / "escaped").exists()
     if target.parent.exists():  # the checks that pass the record run in a staging directory
         assert [p.name for p in target.parent.iterdir() if not p.name.endswith(".lock")] == []
@@ -224,3 +242,41 @@ def test_kb_package_refuses_bad_input(
     assert main(argv) == 1
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists(), "refused before anything is written"
+
+
+def test_the_package_ships_one_archive_per_corpus() -> None:
+    """A new encoder's archive replaces the old one (each is 4 MB of the wheel)."""
+    archives = sorted(prebuilt.FOLDER.glob(f"*{prebuilt.ARCHIVE_SUFFIX}"))
+    assert [p.name.split("-")[0] for p in archives] == ["wikipedia"]
+    assert sorted(prebuilt.FOLDER.glob("*.json")) == [prebuilt.record_path(archives[0])]
+
+
+def test_a_damaged_archive_falls_back_to_building(
+    archive: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ragloom import Pipeline
+
+    folder, fingerprint = archive
+    damage_byte(prebuilt.archive_path("wikipedia", fingerprint, folder))
+    monkeypatch.setattr(prebuilt, "FOLDER", folder)
+    monkeypatch.setattr(packaged, "wikipedia_documents", lambda: iter(DOCUMENTS))
+    monkeypatch.setenv("RAGLOOM_CACHE", str(tmp_path / "cache"))
+    encoder = Pipeline.from_spec(tmp_path / "workspace" / "spec.toml").encoder
+    kb = KnowledgeBase.open(packaged.knowledge_base("asset:wikipedia", encoder, "dpr"))
+    assert kb.manifest.source["asset"] == "wikipedia" and len(kb) == len(DOCUMENTS)
+
+
+def test_bm25_reads_the_very_passages_of_the_prebuilt(
+    archive: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The passages-only KB (for bm25) is the prebuilt's passages file byte for byte, so a
+    hybrid over the two never finds them different; the corpus is not read again."""
+    folder, fingerprint = archive
+    monkeypatch.setattr(prebuilt, "FOLDER", folder)
+    monkeypatch.setattr(packaged, "build", lambda *args: pytest.fail("built instead of copied"))
+    monkeypatch.setenv("RAGLOOM_CACHE", str(tmp_path / "cache"))
+    passages_only = KnowledgeBase.open(packaged.knowledge_base("asset:wikipedia", None, "none"))
+    shipped = KnowledgeBase.open(tmp_path / "cache" / "kb" / f"wikipedia-{fingerprint}")
+    assert passages_only.dim == 0 and len(passages_only) == len(shipped) == len(DOCUMENTS)
+    assert passages_only.manifest.passages_sha256 == shipped.manifest.passages_sha256
+    assert passages_only.manifest.encoder.fingerprint == "none"

@@ -137,13 +137,14 @@ def hot_swap(
 
 def cmd_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    from ..assets import cache_directory
     from ..kb.wikipedia import CREDIT
     from ..pipeline import Pipeline
 
     print(f"ragloom demo. {CREDIT}")
     print(
-        "The first run unpacks the knowledge base and builds its indexes into ~/.cache/ragloom "
-        "(seconds).\n"
+        f"The first run unpacks the knowledge base (encodes it, for another encoder) and builds "
+        f"its indexes into {cache_directory()}.\n"
     )
     example = importlib.resources.files("ragloom").joinpath("examples", EXAMPLE)
     with importlib.resources.as_file(example) as spec:

@@ -226,7 +226,8 @@ def cmd_package(args: argparse.Namespace) -> int:
 
     from ..kb import packaged, prebuilt
 
-    rebuild = "ragloom kb package " + args.name
+    packaged.checked_name(args.name)  # before the encoder loads
+    rebuild = f"ragloom kb package {args.name}" + (f" --spec {args.spec}" if args.spec else "")
     example = importlib.resources.files("ragloom").joinpath("examples", DEFAULT_SPEC)
     with importlib.resources.as_file(example) as default:
         spec = spec_from_args(args.spec or str(default), [])

@@ -1,21 +1,23 @@
-"""A new edition of a knowledge base: the same passages but a few rewritten, re-encoded alone.
+"""Copies of a knowledge base: a new edition with a few passages rewritten and re-encoded
+alone, and the passages alone, without vectors.
 
-This is the paper's hot-swap of knowledge (Lewis et al. 2020, §4.5) in miniature: a pipeline
-reads the edited KB instead of the original and answers from the new text, its weights
+The new edition is the paper's hot-swap of knowledge (Lewis et al. 2020, §4.5) in miniature: a
+pipeline reads the edited KB instead of the original and answers from the new text, its weights
 untouched.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import atomic
 from ..digest import file_sha256
 from .documents import Document
 from .knowledge_base import EMBEDDINGS_FILE, KnowledgeBase, record_kb_files
-from .manifest import KB_KIND, KBManifest, ragloom_version
+from .manifest import KB_KIND, NO_ENCODER, KBManifest, ragloom_version
 from .passages import PASSAGES_FILE, write_passages
 
 if TYPE_CHECKING:
@@ -57,5 +59,27 @@ def edited_copy(
                 "source": {**kb.manifest.source, "edited_from": str(kb.directory), "edited": rows},
                 "files": record_kb_files(staging),
             }
+        ).write(staging)
+    return KnowledgeBase.open(out)
+
+
+def passages_copy(kb: KnowledgeBase, out: Path, source: dict[str, Any]) -> KnowledgeBase:
+    """Write at ``out`` a knowledge base of ``kb``'s passages without vectors, as a build
+    without an encoder makes one (for ``bm25``), its passages file copied byte for byte: both
+    have the same passages checksum, so a hybrid may fuse retrievers over the two."""
+    import numpy as np
+
+    with atomic.directory(out, KB_KIND) as staging:
+        shutil.copyfile(kb.directory / PASSAGES_FILE, staging / PASSAGES_FILE)
+        np.save(staging / EMBEDDINGS_FILE, np.zeros((len(kb), 0), np.float32))
+        KBManifest(
+            ragloom_version=ragloom_version(),
+            count=len(kb),
+            dim=0,
+            embeddings_dtype="float32",
+            encoder=NO_ENCODER,
+            passages_sha256=kb.manifest.passages_sha256,
+            source=source,
+            files=record_kb_files(staging),
         ).write(staging)
     return KnowledgeBase.open(out)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from .. import atomic, locks
@@ -18,7 +20,9 @@ from ..suggest import listing, suggestion
 from . import prebuilt
 from .build import build_knowledge_base
 from .documents import passages
-from .manifest import NO_ENCODER
+from .edit import passages_copy
+from .knowledge_base import KnowledgeBase
+from .manifest import MANIFEST_FILE, NO_ENCODER
 from .wikipedia import CREDIT, wikipedia_documents
 
 log = logging.getLogger(__name__)
@@ -26,7 +30,7 @@ log = logging.getLogger(__name__)
 SPLIT_WORDS = 100
 EMBEDDINGS_DTYPE = "float16"
 """How packaged KBs store their vectors: half the bytes of float32 (the prebuilt archive ships
-in the package), the same recall on the embedded questions (docs/benchmarks.md)."""
+in the package), the same recall on the embedded questions (docs/corpus.md)."""
 
 
 def checked_name(reference: str) -> str:
@@ -44,20 +48,49 @@ def knowledge_base(reference: str, encoder: Encoder | None, encoder_type: str) -
     passages only), made in the cache on first use and found there afterwards (one per
     encoder fingerprint)."""
     name = checked_name(reference)
-    fingerprint = encoder.fingerprint if encoder is not None else NO_ENCODER.fingerprint
+    if encoder is None:
+        return _cached(name, NO_ENCODER.fingerprint, partial(_passages_only, name))
+    return _cached(name, encoder.fingerprint, partial(_encoded, name, encoder, encoder_type))
+
+
+def _cached(name: str, fingerprint: str, make: Callable[[Path], object]) -> Path:
+    """The cache's KB of ``name`` for ``fingerprint``, which ``make(target)`` writes when absent
+    (once, however many processes and threads first use it at the same time)."""
     target = cache_directory() / "kb" / f"{name}-{fingerprint}"
     atomic.recover_directory(target)
-    if (target / "manifest.json").is_file():
-        return target
-    with locks.exclusive(target):  # concurrent first uses make it once
-        if (target / "manifest.json").is_file():
-            return target
-        if encoder is not None and prebuilt.install(name, fingerprint, target):
-            log.info("unpacked the prebuilt %s knowledge base into %s (once)", name, target)
-            return target
-        log.info("building the %s knowledge base in %s (once)", name, target)
-        build(name, encoder, encoder_type, target)
+    if not (target / MANIFEST_FILE).is_file():
+        with locks.exclusive(target):
+            if not (target / MANIFEST_FILE).is_file():
+                make(target)
     return target
+
+
+def _encoded(name: str, encoder: Encoder, encoder_type: str, target: Path) -> None:
+    if prebuilt.install(name, encoder.fingerprint, target):
+        log.info("unpacked the prebuilt %s knowledge base into %s (once)", name, target)
+        return
+    log.info("building the %s knowledge base in %s (once)", name, target)
+    build(name, encoder, encoder_type, target)
+
+
+def _unpacked(name: str, fingerprint: str, target: Path) -> None:
+    if prebuilt.install(name, fingerprint, target):
+        log.info("unpacked the prebuilt %s knowledge base into %s (once)", name, target)
+
+
+def _passages_only(name: str, target: Path) -> None:
+    """The passages of the prebuilt KB, byte for byte, when the package ships one (so bm25 over
+    them and dense over the prebuilt search the same passages whatever pyarrow writes), or
+    built from the corpus."""
+    for fingerprint in prebuilt.fingerprints(name):
+        shipped = _cached(name, fingerprint, partial(_unpacked, name, fingerprint))
+        if (shipped / MANIFEST_FILE).is_file():
+            source = {**KnowledgeBase.open(shipped).manifest.source, "passages_of": fingerprint}
+            passages_copy(KnowledgeBase.open(shipped), target, source)
+            log.info("took the %s passages of %s into %s (once)", name, shipped, target)
+            return
+    log.info("building the %s knowledge base in %s (once)", name, target)
+    build(name, None, "none", target)
 
 
 def first_use(reference: str, fingerprint: str | None) -> str:

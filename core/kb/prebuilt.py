@@ -14,8 +14,8 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import lzma
 import tarfile
-import tempfile
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -51,6 +51,15 @@ class ArchiveRecord(BaseModel):
 def archive_path(name: str, fingerprint: str, folder: Path | None = None) -> Path:
     """Where the archive of ``name`` for ``fingerprint`` is (default folder: :data:`FOLDER`)."""
     return (folder or FOLDER) / f"{name}-{fingerprint}{ARCHIVE_SUFFIX}"
+
+
+def fingerprints(name: str, folder: Path | None = None) -> list[str]:
+    """The encoder fingerprints the package ships ``name`` prebuilt for."""
+    prefix = f"{name}-"
+    return sorted(
+        path.name.removeprefix(prefix).removesuffix(ARCHIVE_SUFFIX)
+        for path in (folder or FOLDER).glob(f"{prefix}*{ARCHIVE_SUFFIX}")
+    )
 
 
 def record_path(archive: Path) -> Path:
@@ -96,63 +105,80 @@ def write_archive(kb: Path, name: str, folder: Path, rebuild: str) -> Path:
     return archive
 
 
-def _archive_problem(archive: Path) -> str | None:
-    """What is wrong with ``archive`` against its record, or None when it matches."""
+class Damaged(Exception):
+    """A prebuilt archive that fails a check: what failed, in words."""
+
+
+def _checked_record(archive: Path) -> ArchiveRecord:
+    """The record of ``archive``, which the archive's size and SHA-256 must match."""
     path = record_path(archive)
     try:
         record = ArchiveRecord.model_validate_json(path.read_bytes(), strict=True)
     except OSError as error:
-        return f"its record {path} cannot be read ({error.strerror})"
+        raise Damaged(f"its record {path} cannot be read ({error.strerror})") from None
     except ValidationError as error:
-        return f"its record {path} is not a valid archive record ({error.error_count()} errors)"
+        raise Damaged(
+            f"its record {path} is not a valid archive record ({error.error_count()} errors)"
+        ) from None
     actual = archive.stat().st_size
     if actual != record.size:
-        return f"it has {actual} bytes, its record says {record.size}"
+        raise Damaged(f"it has {actual} bytes, its record says {record.size}")
     if (digest := sha256(archive)) != record.sha256:
-        return f"its SHA-256 is {digest}, its record says {record.sha256}"
-    return None
+        raise Damaged(f"its SHA-256 is {digest}, its record says {record.sha256}")
+    return record
 
 
 def install(name: str, fingerprint: str, target: Path, folder: Path | None = None) -> bool:
     """Unpack the prebuilt ``name`` for ``fingerprint`` into ``target`` once it is verified;
     False (nothing written) when the package has none for that fingerprint, or when the one it
-    has fails a check: the caller then builds the knowledge base itself."""
+    has fails a check (a warning says which): the caller then builds the knowledge base itself.
+    Errors of writing the cache (a full disk, no permission) are raised, as a build's would be.
+    """
     archive = archive_path(name, fingerprint, folder)
     if not archive.is_file():
         return False
-    problem = _archive_problem(archive)
-    if problem is None:
-        try:
-            with atomic.directory(target, KB_KIND) as staging:
-                _unpack(archive, staging)
-            return True
-        except (IndexFileError, tarfile.TarError, OSError) as error:
-            problem = str(error)
-    log.warning(
-        "the prebuilt %s knowledge base %s is damaged (%s); building it instead. Reinstalling "
-        "ragloom restores the archive.",
-        name,
-        archive,
-        problem,
-    )
-    return False
+    try:
+        record = _checked_record(archive)
+        with atomic.directory(target, KB_KIND) as staging:
+            _unpack(archive, staging, fingerprint, record.count)
+        return True
+    except Damaged as problem:
+        log.warning(
+            "the prebuilt %s knowledge base %s is damaged (%s); building it instead. "
+            "Reinstalling ragloom restores the archive.",
+            name,
+            archive,
+            problem,
+        )
+        return False
 
 
-def _unpack(archive: Path, staging: Path) -> None:
-    """Extract ``archive`` into ``staging`` and check the files against the KB's manifest."""
-    with (
-        tempfile.TemporaryDirectory(dir=staging.parent) as scratch,
-        tarfile.open(archive, "r:xz") as tar,
-    ):
-        tar.extractall(scratch, filter="data")
-        unpacked = Path(scratch)
-        manifest = KBManifest.read(unpacked, "ragloom knowledge base")
-        problems = file_problems(unpacked, manifest.files or {}, checksums=True)
-        expected = {MANIFEST_FILE, *(manifest.files or {})}
-        extra = sorted(p.name for p in unpacked.iterdir() if p.name not in expected)
-        if extra:
-            problems.append(f"it holds files its manifest does not name: {', '.join(extra)}")
-        if problems:
-            raise IndexFileError("; ".join(problems))
-        for path in unpacked.iterdir():
-            path.rename(staging / path.name)
+def _unpack(archive: Path, staging: Path, fingerprint: str, count: int) -> None:
+    """Extract ``archive`` into ``staging`` (regular files only, none outside it) and check
+    the files against the knowledge base's manifest, and the manifest against the encoder
+    ``fingerprint`` asked for and the ``count`` of passages the archive's record gives."""
+    try:
+        with tarfile.open(archive, "r:xz") as tar:
+            tar.extractall(staging, filter="data")
+    except (tarfile.TarError, lzma.LZMAError, EOFError) as error:
+        raise Damaged(f"it cannot be unpacked ({error})") from None
+    try:
+        manifest = KBManifest.read(staging, "ragloom knowledge base")
+    except IndexFileError as error:
+        raise Damaged(str(error).replace(f"{staging}/", "")) from None
+    files = manifest.files or {}
+    problems = [
+        problem.replace(f"{staging}/", "")
+        for problem in file_problems(staging, files, checksums=True)
+    ]
+    unpacked = {p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file()}
+    extra = sorted(unpacked - {MANIFEST_FILE, *files})
+    if extra:
+        problems.append(f"it holds files its manifest does not name: {', '.join(extra)}")
+    if (manifest.encoder.fingerprint, manifest.count) != (fingerprint, count):
+        problems.append(
+            f"it holds {manifest.count} passages for encoder {manifest.encoder.fingerprint}, "
+            f"not {count} for {fingerprint} as its name and record say"
+        )
+    if problems:
+        raise Damaged("; ".join(problems))

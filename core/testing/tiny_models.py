@@ -50,15 +50,35 @@ TINY = Size()
 BASE = Size(768, 12, 12, 768, 6, 12, init_std=0.02)
 
 
-def corpus(lines: int = 400, seed: int = 0) -> list[str]:
-    """``lines`` random 12-word sentences over a small vocabulary."""
+def corpus(
+    lines: int = 400, seed: int = 0, words: Sequence[str] = WORDS, length: int = 12
+) -> list[str]:
+    """``lines`` random sentences of ``length`` words drawn from ``words`` (default: a small
+    vocabulary)."""
     generator = torch.Generator().manual_seed(seed)
-    picks = torch.randint(len(WORDS), (lines, 12), generator=generator)
-    return [" ".join(WORDS[i] for i in row) for row in picks.tolist()]
+    picks = torch.randint(len(words), (lines, length), generator=generator)
+    return [" ".join(words[i] for i in row) for row in picks.tolist()]
 
 
-def wordpiece_tokenizer(directory: Path) -> Any:
-    """A lowercasing WordPiece tokenizer trained on the corpus, saved to ``directory``."""
+SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
+
+
+def pseudo_words(count: int, seed: int = 0) -> list[str]:
+    """``count`` distinct made-up words of two to four syllables: a corpus over them trains a
+    tokenizer of any vocabulary size (a 30k-token BPE needs that many different words)."""
+    generator = torch.Generator().manual_seed(seed)
+    words: dict[str, None] = {}
+    while len(words) < count:
+        lengths = torch.randint(2, 5, (count,), generator=generator).tolist()
+        picks = torch.randint(len(SYLLABLES), (count, 4), generator=generator).tolist()
+        for length, row in zip(lengths, picks, strict=True):
+            words.setdefault("".join(SYLLABLES[i] for i in row[:length]))
+    return list(words)[:count]
+
+
+def wordpiece_tokenizer(directory: Path, texts: Sequence[str] | None = None) -> Any:
+    """A lowercasing WordPiece tokenizer trained on ``texts`` (default: the corpus), saved to
+    ``directory``."""
     from transformers import BertTokenizerFast  # type: ignore[attr-defined]
 
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
@@ -66,7 +86,8 @@ def wordpiece_tokenizer(directory: Path) -> Any:
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tokenizer.train_from_iterator(
-        corpus(), trainers.WordPieceTrainer(vocab_size=200, special_tokens=special)
+        corpus() if texts is None else texts,
+        trainers.WordPieceTrainer(vocab_size=200, special_tokens=special),
     )
     cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
@@ -103,12 +124,15 @@ def bert_dir(directory: Path, seed: int = 0) -> Path:
     return directory
 
 
-def dpr_dirs(root: Path, seed: int = 0, size: Size = TINY) -> tuple[Path, Path]:
-    """Random DPR question and context encoders, saved as transformers saves them."""
+def dpr_dirs(
+    root: Path, seed: int = 0, size: Size = TINY, texts: Sequence[str] | None = None
+) -> tuple[Path, Path]:
+    """Random DPR question and context encoders, saved as transformers saves them (their
+    tokenizer trained on ``texts``, default: the corpus)."""
     from transformers import DPRConfig, DPRContextEncoder, DPRQuestionEncoder
 
     question, context = root / "question_encoder", root / "ctx_encoder"
-    tokenizer = wordpiece_tokenizer(question)
+    tokenizer = wordpiece_tokenizer(question, texts)
     tokenizer.save_pretrained(context)
     config = DPRConfig(**bert_config(len(tokenizer), size).to_dict(), projection_dim=0)
     torch.manual_seed(seed)
@@ -187,8 +211,15 @@ def bart_model(vocab_size: int, seed: int = 0, size: Size = TINY) -> Any:
     return model
 
 
-def rag_checkpoint(root: Path, seed: int = 0, size: Size = TINY) -> tuple[Path, Path, Path]:
-    """A RAG checkpoint written by transformers' RagTokenForGeneration.save_pretrained.
+def rag_checkpoint(
+    root: Path,
+    seed: int = 0,
+    size: Size = TINY,
+    vocab_size: int = 300,
+    texts: Sequence[str] | None = None,
+) -> tuple[Path, Path, Path]:
+    """A RAG checkpoint written by transformers' RagTokenForGeneration.save_pretrained, its
+    generator's BPE of ``vocab_size`` tokens trained on ``texts`` (default: the corpus).
 
     Returns the checkpoint directory and the DPR question / context encoder directories.
     (bitsandbytes' CPU 4-bit kernels need a generator at least 64 wide.)
@@ -201,8 +232,8 @@ def rag_checkpoint(root: Path, seed: int = 0, size: Size = TINY) -> tuple[Path, 
         RagTokenizer,
     )
 
-    question_dir, context_dir = dpr_dirs(root / "dpr", seed, size)
-    generator_tokenizer = bpe_tokenizer(root / "bart")
+    question_dir, context_dir = dpr_dirs(root / "dpr", seed, size, texts)
+    generator_tokenizer = bpe_tokenizer(root / "bart", texts, vocab_size)
     generator = bart_model(len(generator_tokenizer), seed, size)
     question_encoder = DPRQuestionEncoder.from_pretrained(question_dir)
     config = RagConfig.from_question_encoder_generator_configs(
@@ -220,14 +251,19 @@ def rag_checkpoint(root: Path, seed: int = 0, size: Size = TINY) -> tuple[Path, 
 
 
 def recipe_knowledge_base(
-    root: Path, context_dir: Path, index: Any, count: int = 120
+    root: Path,
+    context_dir: Path,
+    index: Any,
+    count: int = 120,
+    texts: Sequence[str] | None = None,
 ) -> tuple[Path, Path]:
     """transformers' use_own_knowledge_dataset.py, step by step (hf_rag.md §12): a datasets
-    directory of title, text and DPR context embeddings, and a faiss index file over them."""
+    directory of title, text and DPR context embeddings, and a faiss index file over them.
+    The passages are ``texts`` (default: ``count`` lines of the corpus)."""
     import datasets
     from transformers import DPRContextEncoder, DPRQuestionEncoderTokenizerFast
 
-    texts = corpus(count, seed=5)
+    texts = list(corpus(count, seed=5) if texts is None else texts)
     titles = [" ".join(text.split()[:2]) for text in texts]
     tokenizer = DPRQuestionEncoderTokenizerFast.from_pretrained(context_dir)
     encoder = DPRContextEncoder.from_pretrained(context_dir)
