@@ -79,6 +79,22 @@ def test_an_archive_unpacks_into_the_knowledge_base_it_was_made_from(
     assert not (tmp_path / "other").exists(), "no archive for that fingerprint: nothing written"
 
 
+def test_an_archive_never_replaces_what_is_not_one(
+    archive: tuple[Path, str], tmp_path: Path
+) -> None:
+    from ragloom.errors import ArtifactError
+
+    folder, fingerprint = archive
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    users = prebuilt.archive_path("wikipedia", fingerprint, mine)
+    users.write_bytes(b"a user's file")
+    with pytest.raises(ArtifactError, match="is not a prebuilt archive of ragloom's"):
+        prebuilt.write_archive(tmp_path / "built", "wikipedia", mine, "")
+    assert users.read_bytes() == b"a user's file"
+    prebuilt.write_archive(tmp_path / "built", "wikipedia", folder, "")  # its own: replaced
+
+
 def test_archives_are_reproducible(archive: tuple[Path, str], tmp_path: Path) -> None:
     folder, fingerprint = archive
     again = prebuilt.write_archive(tmp_path / "built", "wikipedia", tmp_path / "again", "")
@@ -229,6 +245,7 @@ def test_kb_package_makes_the_archive_the_cache_unpacks(
             'no packaged knowledge base "wikipedai". Did you mean',
         ),
         (["kb", "package", "wikipedia", "--spec", "NOENCODER"], "[encoder]: missing"),
+        (["kb", "package", "wikipedia", "--spec", "SPEC", "--out", "FILE"], "is a file; give"),
     ],
 )
 def test_kb_package_refuses_bad_input(
@@ -237,8 +254,14 @@ def test_kb_package_refuses_bad_input(
     workspace = encoder_workspace(tmp_path / "workspace")
     no_encoder = tmp_path / "bm25.toml"
     no_encoder.write_text('schema = 1\n[retriever]\ntype = "bm25"\nkb = "asset:wikipedia"\n')
-    spec = {"SPEC": str(workspace / "spec.toml"), "NOENCODER": str(no_encoder)}
-    argv = [spec.get(arg, arg) for arg in args] + ["--out", str(tmp_path / "out")]
+    (tmp_path / "file").write_text("not a folder")
+    spec = {
+        "SPEC": str(workspace / "spec.toml"),
+        "NOENCODER": str(no_encoder),
+        "FILE": str(tmp_path / "file"),
+    }
+    out = [] if "--out" in args else ["--out", str(tmp_path / "out")]
+    argv = [spec.get(arg, arg) for arg in [*args, *out]]
     assert main(argv) == 1
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists(), "refused before anything is written"

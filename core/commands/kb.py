@@ -227,6 +227,11 @@ def cmd_package(args: argparse.Namespace) -> int:
     from ..kb import packaged, prebuilt
 
     packaged.checked_name(args.name)  # before the encoder loads
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise RagloomError(
+            f"--out {args.out} is a file; give the folder to write the archive and its record "
+            f"into (made if missing)."
+        )
     rebuild = f"ragloom kb package {args.name}" + (f" --spec {args.spec}" if args.spec else "")
     example = importlib.resources.files("ragloom").joinpath("examples", DEFAULT_SPEC)
     with importlib.resources.as_file(example) as default:

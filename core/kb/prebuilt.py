@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .. import atomic
 from ..digest import CHUNK
-from ..errors import IndexFileError
+from ..errors import ArtifactError, IndexFileError
 from .manifest import KB_KIND, MANIFEST_FILE, KBManifest, file_problems
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,7 @@ def write_archive(kb: Path, name: str, folder: Path, rebuild: str) -> Path:
     if not manifest.files:
         raise IndexFileError(f"{kb} records no files in its manifest; build it again.")
     archive = archive_path(name, manifest.encoder.fingerprint, folder)
+    _check_replaceable(archive)
     names = [MANIFEST_FILE, *sorted(manifest.files)]
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:xz", preset=9) as tar:
@@ -103,6 +104,23 @@ def write_archive(kb: Path, name: str, folder: Path, rebuild: str) -> Path:
     )
     atomic.write_text(record_path(archive), record.model_dump_json(indent=2) + "\n")
     return archive
+
+
+def _check_replaceable(archive: Path) -> None:
+    """Refuse to write over anything at ``archive`` or its record but an archive of ours: two
+    regular files, the record a valid one."""
+    record = record_path(archive)
+    for path in (archive, record):
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            raise ArtifactError(f"{path} is not a regular file; move it or give another --out.")
+    if archive.exists() or record.exists():
+        try:
+            ArchiveRecord.model_validate_json(record.read_bytes(), strict=True)
+        except (OSError, ValidationError):
+            raise ArtifactError(
+                f"{archive} or {record.name} exists and is not a prebuilt archive of ragloom's "
+                f"(no valid record); move it or give another --out."
+            ) from None
 
 
 class Damaged(Exception):
