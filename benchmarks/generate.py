@@ -26,7 +26,7 @@ machine's float32 matmul peak, measured at the start: how far a cell is from its
 
     python benchmarks/generate.py [--sizes tiny,base] [--questions 32]
     python benchmarks/generate.py --grid [--sizes tiny,base] [--questions 16] [--base-questions 8]
-        [--budget 5]
+        [--budget 5] [--threads N]
 """
 
 from __future__ import annotations
@@ -362,7 +362,10 @@ def main() -> None:
         help="seconds of transformers' answering per cell, then ragloom answers the same "
         "questions (default: no limit; grid: 5)",
     )
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     peak = matmul_peak()
     print(

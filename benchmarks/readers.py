@@ -2,14 +2,14 @@
 closed-book baseline and the embedded default, on all of ``data/wikipedia_qa.jsonl``.
 
 Every cell is ``examples/wikipedia.toml`` (hybrid retrieval: MiniLM + BM25 fused by rrf;
-SmolLM2-135M-Instruct reading with a few-shot prompt, ``stop = ["\\n"]``) with the overrides its
-name says; fusion reads the spec's ``fused_prompt`` (the same few-shot style, all passages in one
-prompt); the closed-book cell reads no passage (its prompt has none). Each cell is one
-``ragloom.evaluation.evaluate`` run into ``OUT/<cell>/``: answers are written as they come
-(``questions.jsonl``), a finished cell has ``summary.json`` and is skipped when the command runs
-again, so an interrupted grid resumes at the cell it was in. At the end (or with ``--report``)
-one table: EM, F1, recall@1/5 and p50/p90 latency per question (retrieval and generation; at
-``--batch-size 1``, the default, one question at a time).
+SmolLM2-135M-Instruct reading with a few-shot prompt, ``stop = ["\\n"]``), the reader in
+float32, with the overrides its name says; fusion reads the spec's ``fused_prompt`` (the same
+few-shot style, all passages in one prompt); the closed-book cell reads no passage (its prompt
+has none). Each cell is one ``ragloom.evaluation.evaluate`` run into ``OUT/<cell>/``: answers
+are written as they come (``questions.jsonl``), a finished cell has ``summary.json`` and is
+skipped when the command runs again, so an interrupted grid resumes at the cell it was in. At
+the end (or with ``--report``) one table: EM, F1, recall@1/5 and p50/p90 latency per question
+(retrieval and generation; at ``--batch-size 1``, the default, one question at a time).
 
     python benchmarks/readers.py [--out runs/bench-readers] [--limit N] [--cells a,b]
         [--batch-size N] [--report]
@@ -39,13 +39,23 @@ CLOSED_BOOK_PROMPT = (
 )
 
 
+FLOAT32 = {"generator.dtype": "float32"}
+"""Every cell reads in float32 (the default's ``"auto"`` is bfloat16 on CPUs that have it),
+so that the cells compare readers, not precisions on one machine and another."""
+
+
 def cells() -> dict[str, dict[str, Any]]:
     """The grid: each cell's overrides of the embedded default."""
-    grid: dict[str, dict[str, Any]] = {"default": {}}
+    grid: dict[str, dict[str, Any]] = {"default": FLOAT32}
     for reader in ("rag-token", "rag-sequence", "fusion"):
         for n_docs in (1, 5, 10):
-            grid[f"{reader}-n{n_docs}"] = {"marginalizer.type": reader, "pipeline.n_docs": n_docs}
+            grid[f"{reader}-n{n_docs}"] = {
+                **FLOAT32,
+                "marginalizer.type": reader,
+                "pipeline.n_docs": n_docs,
+            }
     grid["closed-book"] = {
+        **FLOAT32,
         "marginalizer.type": "rag-token",
         "pipeline.n_docs": 1,
         "generator.prompt": CLOSED_BOOK_PROMPT,
