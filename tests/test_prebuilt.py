@@ -15,6 +15,7 @@ import pytest
 
 from conftest import REPO, encoder_workspace
 from ragloom.cli import main
+from ragloom.digest import file_sha256
 from ragloom.kb import Document, KnowledgeBase, build_knowledge_base, packaged, prebuilt
 
 DOCUMENTS = [
@@ -112,7 +113,7 @@ def damage_byte(path: Path) -> None:
 def forge_record(archive: Path) -> None:
     """Make the record agree with whatever the archive now holds."""
     record = json.loads(prebuilt.record_path(archive).read_text())
-    record.update(size=archive.stat().st_size, sha256=prebuilt.sha256(archive))
+    record.update(size=archive.stat().st_size, sha256=file_sha256(archive))
     prebuilt.record_path(archive).write_text(json.dumps(record))
 
 

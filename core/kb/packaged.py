@@ -66,16 +66,17 @@ def _cached(name: str, fingerprint: str, make: Callable[[Path], object]) -> Path
 
 
 def _encoded(name: str, encoder: Encoder, encoder_type: str, target: Path) -> None:
-    if prebuilt.install(name, encoder.fingerprint, target):
-        log.info("unpacked the prebuilt %s knowledge base into %s (once)", name, target)
-        return
-    log.info("building the %s knowledge base in %s (once)", name, target)
-    build(name, encoder, encoder_type, target)
+    if not _unpacked(name, encoder.fingerprint, target):
+        log.info("building the %s knowledge base in %s (once)", name, target)
+        build(name, encoder, encoder_type, target)
 
 
-def _unpacked(name: str, fingerprint: str, target: Path) -> None:
-    if prebuilt.install(name, fingerprint, target):
+def _unpacked(name: str, fingerprint: str, target: Path) -> bool:
+    """Whether the package's prebuilt ``name`` for ``fingerprint`` was unpacked at ``target``."""
+    installed = prebuilt.install(name, fingerprint, target)
+    if installed:
         log.info("unpacked the prebuilt %s knowledge base into %s (once)", name, target)
+    return installed
 
 
 def _passages_only(name: str, target: Path) -> None:
@@ -85,8 +86,8 @@ def _passages_only(name: str, target: Path) -> None:
     for fingerprint in prebuilt.fingerprints(name):
         shipped = _cached(name, fingerprint, partial(_unpacked, name, fingerprint))
         if (shipped / MANIFEST_FILE).is_file():
-            source = {**KnowledgeBase.open(shipped).manifest.source, "passages_of": fingerprint}
-            passages_copy(KnowledgeBase.open(shipped), target, source)
+            kb = KnowledgeBase.open(shipped)
+            passages_copy(kb, target, {**kb.manifest.source, "passages_of": fingerprint})
             log.info("took the %s passages of %s into %s (once)", name, shipped, target)
             return
     log.info("building the %s knowledge base in %s (once)", name, target)

@@ -11,7 +11,6 @@ against the knowledge base's own manifest (sizes and xxh3) and only then renames
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import lzma
@@ -21,7 +20,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .. import atomic
-from ..digest import CHUNK
+from ..digest import file_sha256
 from ..errors import ArtifactError, IndexFileError
 from .manifest import KB_KIND, MANIFEST_FILE, KBManifest, file_problems
 
@@ -66,14 +65,6 @@ def record_path(archive: Path) -> Path:
     return archive.with_name(archive.name.removesuffix(ARCHIVE_SUFFIX) + ".json")
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while chunk := file.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write_archive(kb: Path, name: str, folder: Path, rebuild: str) -> Path:
     """Pack the knowledge base at ``kb`` (no indexes: they are built on first use) into
     ``folder`` as NAME-FINGERPRINT.tar.xz with its record; both files are replaced atomically.
@@ -97,7 +88,7 @@ def write_archive(kb: Path, name: str, folder: Path, rebuild: str) -> Path:
         name=name,
         fingerprint=manifest.encoder.fingerprint,
         size=archive.stat().st_size,
-        sha256=sha256(archive),
+        sha256=file_sha256(archive),
         count=manifest.count,
         ragloom_version=manifest.ragloom_version,
         rebuild=rebuild,
@@ -141,7 +132,7 @@ def _checked_record(archive: Path) -> ArchiveRecord:
     actual = archive.stat().st_size
     if actual != record.size:
         raise Damaged(f"it has {actual} bytes, its record says {record.size}")
-    if (digest := sha256(archive)) != record.sha256:
+    if (digest := file_sha256(archive)) != record.sha256:
         raise Damaged(f"its SHA-256 is {digest}, its record says {record.sha256}")
     return record
 
