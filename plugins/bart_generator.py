@@ -5,7 +5,9 @@ Each context is built as transformers' RagRetriever builds it (hf_rag.md §5)::
     (prefix + title.strip('"') + " / " + text + " // " + question).replace("  ", " ")
 
 truncated from the right to ``max_context_length`` tokens. The encoder runs once per context in
-``start``; decoding steps reuse its states and a key/value cache that ``select`` reorders.
+``start``; decoding steps reuse its states and a key/value cache that ``select`` reorders. A
+BART model decodes through :class:`~.bart_decoder.BartDecoder` (bitwise transformers' log-probs,
+with less work per step), any other seq2seq LM through transformers' forward.
 ``start_fused`` lays a question's encoded contexts end to end for one decoder row
 (Fusion-in-Decoder, Izacard & Grave 2021).
 
@@ -38,11 +40,11 @@ from ragloom.rag_checkpoint import ModelDirectoryError, load_rag_part
 from ragloom.spec import Device, SpecPath
 
 from . import hf_loading
+from .bart_decoder import decoder_for
 from .hf_loading import (
     AUTO_DTYPE,
     DTYPES,
     DtypeName,
-    cache_argument,
     generator_config,
     load_pretrained,
     on_device,
@@ -135,7 +137,7 @@ class BartGenerator:
         self.special_token_ids = frozenset(int(i) for i in tokenizer.all_special_ids)
         self.prefix = getattr(config, "prefix", None) or ""
         self.device = torch.device(params.device)
-        self._cache_argument = cache_argument(model)
+        self._decoder = decoder_for(model, params.attention, params.quantization)
 
     @classmethod
     def from_spec(cls, params: Any, context: BuildContext, **children: Any) -> BartGenerator:
@@ -253,41 +255,15 @@ class BartGenerator:
         )
 
     def _fresh_cache(self, state: BartState) -> Any:
-        """An empty decoder cache; when several rows read one context (beams, rescored
-        hypotheses), its cross-attention keys and values are computed once per context and
-        shared by those rows."""
-        from transformers import DynamicCache, EncoderDecoderCache
-
-        distinct, inverse = torch.unique(state.contexts, return_inverse=True)
-        if len(distinct) == len(inverse):
-            return EncoderDecoderCache(DynamicCache(), DynamicCache())
-        rows = torch.arange(len(inverse), device=inverse.device)
-        first = torch.full_like(distinct, len(inverse)).scatter_reduce(0, inverse, rows, "amin")
-        probe = EncoderDecoderCache(DynamicCache(), DynamicCache())
-        start = torch.full((len(first), 1), self.start_token_ids[0], device=self.device)
-        with self._attention():
-            self.model(
-                encoder_outputs=(state.encoder_states[first],),
-                attention_mask=state.attention_mask[first],
-                decoder_input_ids=start,
-                use_cache=True,
-                **{self._cache_argument: probe},
-            )
-        cross = probe.cross_attention_cache
-        cross.reorder_cache(inverse)
-        return EncoderDecoderCache(DynamicCache(), cross)
+        return self._decoder.cache(state.encoder_states, state.attention_mask, state.contexts)
 
     def step(self, state: BartState, tokens: torch.Tensor) -> tuple[torch.Tensor, BartState]:
         cache = state.cache if state.cache is not None else self._fresh_cache(state)
         with self._attention():
-            output = self.model(
-                encoder_outputs=(state.encoder_states,),
-                attention_mask=state.attention_mask,
-                decoder_input_ids=tokens.to(self.device),
-                use_cache=True,
-                **{self._cache_argument: cache},
+            logits = self._decoder.logits(
+                cache, state.encoder_states, state.attention_mask, tokens.to(self.device)
             )
-        logprobs = torch.log_softmax(output.logits[:, -1].float(), dim=-1)
+        logprobs = torch.log_softmax(logits[:, -1].float(), dim=-1)
         return logprobs, BartState(
             state.encoder_states, state.attention_mask, state.contexts, cache
         )
@@ -300,24 +276,25 @@ class BartGenerator:
         same_contexts = torch.equal(contexts, state.contexts)
         cache = state.cache
         if cache is not None:
-            cache.self_attention_cache.reorder_cache(rows)
-            if not same_contexts:
-                cache.cross_attention_cache.reorder_cache(rows)
+            cache = self._decoder.select(cache, rows, not same_contexts)
         if same_contexts:
             return BartState(state.encoder_states, state.attention_mask, contexts, cache)
         return BartState(state.encoder_states[rows], state.attention_mask[rows], contexts, cache)
 
     def score(self, state: BartState, labels: torch.Tensor) -> torch.Tensor:
-        training = self.model.training
-        cache = {} if training else {self._cache_argument: self._fresh_cache(state)}
+        labels = labels.to(self.device)
         with self._attention():
-            logits = self.model(
-                encoder_outputs=(state.encoder_states,),
-                attention_mask=state.attention_mask,
-                decoder_input_ids=labels.to(self.device),
-                use_cache=not training,
-                **cache,
-            ).logits
+            if self.model.training:
+                logits = self.model(
+                    encoder_outputs=(state.encoder_states,),
+                    attention_mask=state.attention_mask,
+                    decoder_input_ids=labels,
+                    use_cache=False,
+                ).logits
+            else:
+                logits = self._decoder.logits(
+                    self._fresh_cache(state), state.encoder_states, state.attention_mask, labels
+                )
         return torch.log_softmax(logits.float(), dim=-1)
 
     def trainable_model(self) -> TrainableModel:
