@@ -7,18 +7,20 @@ times slower than the same tensor laid out contiguously once the cache outgrows 
 :class:`BartDecoder` runs the same modules' weights through the same ``torch`` functions in the
 same order — the log-probs are bitwise transformers' (tested) — and
 
-- computes each context's cross-attention keys and values once, contiguous, shared by the rows
-  (beams, rescored hypotheses) that read that context;
+- projects each context's cross-attention keys and values once, however many rows (beams,
+  rescored hypotheses) read it, and gives every row a contiguous copy;
 - grows the self-attention cache by concatenation, as transformers' ``DynamicCache`` does;
 - calls the attention as transformers' ``sdpa`` implementation calls it: no mask for the
   self-attention (``is_causal`` when more than one token is fed), a boolean padding mask for the
   cross-attention only when some context is padded.
 
-It applies to ``BartForConditionalGeneration`` (the reference RAG generator) with ``attention``
-``"sdpa"`` or ``"flash"`` and no quantization; :class:`TransformersDecoder` runs any other
-seq2seq LM through transformers' forward and cache. :func:`decoder_for` picks one; both follow
-:class:`Decoder`. Training does not use either (``BartGenerator.score`` runs transformers'
-forward without a cache, as gradient checkpointing requires).
+It applies to a plain ``BartForConditionalGeneration`` (the reference RAG generator) loaded with
+SDPA attention (``attention`` ``"sdpa"`` or ``"flash"``): not quantized, its projections plain
+``nn.Linear`` without hooks (no adapters); :class:`TransformersDecoder` runs any other seq2seq LM
+through transformers' forward and cache. :func:`decoder_for` picks one; both follow
+:class:`Decoder`. Training uses neither (``BartGenerator.score`` runs transformers' forward
+without a cache, as gradient checkpointing requires), and ``BartDecoder`` refuses a model in
+training mode (it has no dropout).
 """
 
 from __future__ import annotations
@@ -28,10 +30,9 @@ from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .hf_loading import cache_argument
-
-_POSITION_OFFSET = 2  # BartLearnedPositionalEmbedding's offset
 
 
 class Decoder(Protocol):
@@ -40,6 +41,7 @@ class Decoder(Protocol):
     ``encoder_states [R, S, D]`` and ``attention_mask [R, S]`` are each row's context, encoded;
     ``contexts`` (``int64 [R]``) says which rows read the same context (equal values), so that
     its cross-attention keys and values are computed once; ``rows`` indexes the previous ``R``.
+    A cache is consumed by ``logits`` (it grows) and by ``select`` (use the one it returns).
     """
 
     def cache(
@@ -56,7 +58,9 @@ class Decoder(Protocol):
         tokens: torch.Tensor,
     ) -> torch.Tensor:
         """Logits ``[R, T, V]`` after each of ``tokens`` (``int64 [R, T]``, following the
-        cached tokens; ``T > 1`` only on an empty cache); ``cache`` grows by ``T``."""
+        cached tokens; ``T > 1`` only on an empty cache); ``cache`` grows by ``T``. The rows'
+        ``encoder_states`` and ``attention_mask`` are what transformers' forward reads at every
+        call; a cache that holds their keys and values already may ignore them."""
         ...
 
     def select(self, cache: Any, rows: torch.Tensor, contexts_move: bool) -> Any:
@@ -74,17 +78,30 @@ def _shared(contexts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return first, inverse
 
 
-def decoder_for(model: Any, attention: str, quantization: str) -> Decoder:
-    """:class:`BartDecoder` where it computes what ``model``'s forward computes, else
-    :class:`TransformersDecoder`."""
+def _plain_bart(model: Any) -> bool:
+    """Whether ``model`` computes exactly what :class:`BartDecoder` computes from its weights."""
     from transformers import BartForConditionalGeneration
 
-    lean = (
-        type(model) is BartForConditionalGeneration
-        and attention in ("sdpa", "flash")
-        and quantization == "none"
-    )
-    return BartDecoder(model) if lean else TransformersDecoder(model)
+    if type(model) is not BartForConditionalGeneration:
+        return False
+    config = model.config
+    if config._attn_implementation != "sdpa" or getattr(config, "quantization_config", None):
+        return False
+    decoder = model.model.decoder
+    projections = [model.lm_head]
+    for layer in decoder.layers:
+        projections += [layer.fc1, layer.fc2]
+        for attention in (layer.self_attn, layer.encoder_attn):
+            projections += [attention.q_proj, attention.k_proj, attention.v_proj]
+            projections.append(attention.out_proj)
+    hooked = any(m._forward_hooks or m._forward_pre_hooks for m in [model, *decoder.modules()])
+    return all(type(p) is nn.Linear for p in projections) and not hooked
+
+
+def decoder_for(model: Any) -> Decoder:
+    """:class:`BartDecoder` where it computes what ``model``'s forward computes, else
+    :class:`TransformersDecoder`."""
+    return BartDecoder(model) if _plain_bart(model) else TransformersDecoder(model)
 
 
 class TransformersDecoder:
@@ -163,21 +180,12 @@ class DecoderCache:
         def pick(tensors: list[Any]) -> list[Any]:
             return [None if t is None else t.index_select(0, rows) for t in tensors]
 
-        if not contexts_move:
-            return DecoderCache(
-                pick(self.self_keys),
-                pick(self.self_values),
-                self.cross_keys,
-                self.cross_values,
-                self.cross_mask,
-            )
-        mask = None if self.cross_mask is None else self.cross_mask.index_select(0, rows)
+        cross_keys, cross_values, mask = self.cross_keys, self.cross_values, self.cross_mask
+        if contexts_move:
+            cross_keys, cross_values = pick(cross_keys), pick(cross_values)
+            mask = None if mask is None else mask.index_select(0, rows)
         return DecoderCache(
-            pick(self.self_keys),
-            pick(self.self_values),
-            pick(self.cross_keys),
-            pick(self.cross_values),
-            mask,
+            pick(self.self_keys), pick(self.self_values), cross_keys, cross_values, mask
         )
 
 
@@ -204,14 +212,19 @@ class BartDecoder:
         """An empty cache for rows reading ``contexts``: cross-attention keys and values
         computed once per distinct context, then one contiguous copy per row."""
         first, inverse = _shared(contexts)
-        states = encoder_states.index_select(0, first)
+        shared = len(first) < len(inverse)
+        states = encoder_states.index_select(0, first) if shared else encoder_states
         keys, values = [], []
         for layer in self.decoder.layers:
             projection = layer.encoder_attn
             key = self._heads(F.linear(states, projection.k_proj.weight, projection.k_proj.bias))
             value = self._heads(F.linear(states, projection.v_proj.weight, projection.v_proj.bias))
-            keys.append(key.index_select(0, inverse))
-            values.append(value.index_select(0, inverse))
+            if shared:
+                keys.append(key.index_select(0, inverse))
+                values.append(value.index_select(0, inverse))
+            else:
+                keys.append(key.contiguous())
+                values.append(value.contiguous())
         padded = None if bool(attention_mask.all()) else attention_mask.bool()[:, None, None, :]
         layers = len(self.decoder.layers)
         return DecoderCache([None] * layers, [None] * layers, keys, values, padded)
@@ -249,12 +262,21 @@ class BartDecoder:
         attention_mask: torch.Tensor,
         tokens: torch.Tensor,
     ) -> torch.Tensor:
-        """(the encoder's keys, values and mask are in ``cache`` already)"""
+        """Logits ``[R, T, V]`` (see :meth:`Decoder.logits`; the encoder's keys, values and
+        mask are in ``cache``)."""
         decoder, length = self.decoder, tokens.shape[1]
+        if self.model.training:
+            raise ValueError("BartDecoder runs in eval mode only (it applies no dropout)")
         if length > 1 and cache.length:
             raise ValueError(f"{length} tokens fed after {cache.length} cached: one at a time")
-        start = cache.length + _POSITION_OFFSET
-        positions = decoder.embed_positions.weight[start : start + length]
+        table = decoder.embed_positions
+        start = cache.length + table.offset
+        if start + length > table.num_embeddings:
+            raise ValueError(
+                f"decoder position {cache.length + length - 1} is past the model's "
+                f"{table.num_embeddings - table.offset} positions (max_position_embeddings)"
+            )
+        positions = table.weight[start : start + length]
         hidden = self._norm(decoder.layernorm_embedding, decoder.embed_tokens(tokens) + positions)
         for i, layer in enumerate(decoder.layers):
             projection = layer.self_attn

@@ -137,7 +137,7 @@ class BartGenerator:
         self.special_token_ids = frozenset(int(i) for i in tokenizer.all_special_ids)
         self.prefix = getattr(config, "prefix", None) or ""
         self.device = torch.device(params.device)
-        self._decoder = decoder_for(model, params.attention, params.quantization)
+        self._decoder = decoder_for(model)
 
     @classmethod
     def from_spec(cls, params: Any, context: BuildContext, **children: Any) -> BartGenerator:
@@ -258,8 +258,8 @@ class BartGenerator:
         return self._decoder.cache(state.encoder_states, state.attention_mask, state.contexts)
 
     def step(self, state: BartState, tokens: torch.Tensor) -> tuple[torch.Tensor, BartState]:
-        cache = state.cache if state.cache is not None else self._fresh_cache(state)
         with self._attention():
+            cache = state.cache if state.cache is not None else self._fresh_cache(state)
             logits = self._decoder.logits(
                 cache, state.encoder_states, state.attention_mask, tokens.to(self.device)
             )
