@@ -8,7 +8,7 @@ must be identical. The cells are points of ``generate.py``'s grid at tiny size: 
 configuration and four cells at the corners the grid found slowest or fastest; ``--size base``
 runs the single configuration at base size (16 questions).
 
-    python benchmarks/bart_decoder.py [--size base]
+    python benchmarks/bart_decoder.py [--size base] [--threads N]
 """
 
 from __future__ import annotations
@@ -84,7 +84,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
-    size = parser.parse_args().size
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    size = args.size
     cells = CELLS if size == "tiny" else [Cell()]
     torch.manual_seed(0)
     print(

@@ -26,7 +26,9 @@ machine's float32 matmul peak, measured at the start: how far a cell is from its
 ``encoder`` is the share of ragloom's time spent in ``Generator.start`` (tokenizing the contexts
 and running BART's encoder over them, the same work transformers does), and ``bound`` the
 speed-up ragloom would have if everything else it does took no time: transformers' time over
-ragloom's encoder time. No decoder, however fast, beats a cell's bound with identical tokens.
+ragloom's encoder time (">100x" where the encoder's share rounds to nothing). With the encoder
+as it is, no faster decoder alone beats a cell's bound. ``of peak`` multiplies the FLOPs of one
+question alone by the measured questions per second: an estimate.
 
     python benchmarks/generate.py [--sizes tiny,base] [--questions 32]
     python benchmarks/generate.py --grid [--sizes tiny,base] [--questions 16] [--base-questions 8]
@@ -371,15 +373,15 @@ def row(result: Result, grid: bool, peak: float) -> str:
         ]
     columns += [
         str(result.questions),
-        f"{result.reference_qps:.2f}",
-        f"{result.ragloom_qps:.2f}",
+        f"{result.reference_qps:.3g}",
+        f"{result.ragloom_qps:.3g}",
         f"{result.ratio:.1f}x",
         same,
         f"{result.reference_flops / 1e9:.2f}",
         f"{result.ragloom_flops / 1e9:.2f}",
         f"{result.ragloom_flops * result.ragloom_qps / peak:.1%}",
         f"{result.encoder_share:.0%}",
-        f"{result.bound:.1f}x",
+        f"{result.bound:.1f}x" if result.bound < 100 else ">100x",
     ]
     return "| " + " | ".join(columns) + " |"
 
