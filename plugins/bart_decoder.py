@@ -95,7 +95,8 @@ def _plain_bart(model: Any) -> bool:
         for attention in (layer.self_attn, layer.encoder_attn):
             projections += [attention.q_proj, attention.k_proj, attention.v_proj]
             projections.append(attention.out_proj)
-    hooked = any(m._forward_hooks or m._forward_pre_hooks for m in [model, *decoder.modules()])
+    watched = [model, model.model, model.lm_head, *decoder.modules()]
+    hooked = any(m._forward_hooks or m._forward_pre_hooks for m in watched)
     return all(type(p) is nn.Linear for p in projections) and not hooked
 
 

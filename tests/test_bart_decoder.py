@@ -178,13 +178,17 @@ def _hooked(model: Any) -> None:
     model.model.decoder.layers[0].fc1.register_forward_hook(lambda *args: None)
 
 
+def _head_hooked(model: Any) -> None:
+    model.lm_head.register_forward_pre_hook(lambda *args: None)
+
+
 def _adapted(model: Any) -> None:
     attention = model.model.decoder.layers[1].self_attn
     replaced = _Scaled(attention.q_proj.in_features, attention.q_proj.out_features)
     attention.q_proj = replaced
 
 
-@pytest.mark.parametrize("change", [_eager, _quantized, _hooked, _adapted])
+@pytest.mark.parametrize("change", [_eager, _quantized, _hooked, _head_hooked, _adapted])
 def test_models_it_would_not_compute_exactly_run_transformers_forward(change: Any) -> None:
     model = random_bart()
     change(model)
