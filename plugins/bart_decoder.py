@@ -92,9 +92,8 @@ def _plain_bart(model: Any) -> bool:
     projections = [model.lm_head]
     for layer in decoder.layers:
         projections += [layer.fc1, layer.fc2]
-        for attention in (layer.self_attn, layer.encoder_attn):
-            projections += [attention.q_proj, attention.k_proj, attention.v_proj]
-            projections.append(attention.out_proj)
+        for a in (layer.self_attn, layer.encoder_attn):
+            projections += [a.q_proj, a.k_proj, a.v_proj, a.out_proj]
     watched = [model, model.model, model.lm_head, *decoder.modules()]
     hooked = any(m._forward_hooks or m._forward_pre_hooks for m in watched)
     return all(type(p) is nn.Linear for p in projections) and not hooked
@@ -219,8 +218,8 @@ class BartDecoder:
         keys, values = [], []
         for layer in self.decoder.layers:
             projection = layer.encoder_attn
-            key = self._heads(F.linear(states, projection.k_proj.weight, projection.k_proj.bias))
-            value = self._heads(F.linear(states, projection.v_proj.weight, projection.v_proj.bias))
+            key = self._heads(self._project(projection.k_proj, states))
+            value = self._heads(self._project(projection.v_proj, states))
             if shared:
                 keys.append(key.index_select(0, inverse))
                 values.append(value.index_select(0, inverse))
@@ -241,7 +240,7 @@ class BartDecoder:
         causal: bool,
     ) -> torch.Tensor:
         rows, length, _ = hidden.shape
-        query = self._heads(F.linear(hidden, projection.q_proj.weight, projection.q_proj.bias))
+        query = self._heads(self._project(projection.q_proj, hidden))
         attended = F.scaled_dot_product_attention(
             query,
             keys,
@@ -251,11 +250,15 @@ class BartDecoder:
             is_causal=causal,
         )
         merged = attended.transpose(1, 2).reshape(rows, length, -1)
-        return F.linear(merged, projection.out_proj.weight, projection.out_proj.bias)
+        return self._project(projection.out_proj, merged)
 
     @staticmethod
     def _norm(norm: Any, x: torch.Tensor) -> torch.Tensor:
         return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+    @staticmethod
+    def _project(linear: Any, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, linear.weight, linear.bias)
 
     def logits(
         self,
@@ -282,14 +285,12 @@ class BartDecoder:
         hidden = self._norm(decoder.layernorm_embedding, decoder.embed_tokens(tokens) + positions)
         for i, layer in enumerate(decoder.layers):
             projection = layer.self_attn
-            key = self._heads(F.linear(hidden, projection.k_proj.weight, projection.k_proj.bias))
-            value = self._heads(F.linear(hidden, projection.v_proj.weight, projection.v_proj.bias))
+            key = self._heads(self._project(projection.k_proj, hidden))
+            value = self._heads(self._project(projection.v_proj, hidden))
             cached_key, cached_value = cache.self_keys[i], cache.self_values[i]
-            if cached_key is not None and cached_value is not None:
-                key, value = (
-                    torch.cat([cached_key, key], dim=2),
-                    torch.cat([cached_value, value], 2),
-                )
+            if cached_key is not None and cached_value is not None:  # both or neither
+                key = torch.cat([cached_key, key], dim=2)
+                value = torch.cat([cached_value, value], dim=2)
             cache.self_keys[i], cache.self_values[i] = key, value
             attended = self._attend(projection, hidden, key, value, None, length > 1)
             hidden = self._norm(layer.self_attn_layer_norm, hidden + attended)
@@ -302,10 +303,8 @@ class BartDecoder:
                 False,
             )
             hidden = self._norm(layer.encoder_attn_layer_norm, hidden + attended)
-            inner = layer.activation_fn(F.linear(hidden, layer.fc1.weight, layer.fc1.bias))
-            hidden = self._norm(
-                layer.final_layer_norm, hidden + F.linear(inner, layer.fc2.weight, layer.fc2.bias)
-            )
+            inner = layer.activation_fn(self._project(layer.fc1, hidden))
+            hidden = self._norm(layer.final_layer_norm, hidden + self._project(layer.fc2, inner))
         logits = F.linear(hidden, self.model.lm_head.weight)
         return logits + self.model.final_logits_bias.to(logits.device)
 
